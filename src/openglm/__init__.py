@@ -1,0 +1,1 @@
+"""openglm: an open, hackable implementation of the ChatGLM / GLM-4 system."""
