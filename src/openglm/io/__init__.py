@@ -1,0 +1,6 @@
+"""Checkpoint IO: safetensors layouts (hf Glm/Glm4, original ChatGLM), sharding, conversion."""
+
+from .checkpoint import CheckpointError, convert, load_model, save_model
+from .layouts import LAYOUTS
+
+__all__ = ["CheckpointError", "LAYOUTS", "convert", "load_model", "save_model"]

@@ -1,0 +1,222 @@
+"""The GLM-4 transformer in one file: read it top to bottom.
+
+Block (pre-norm):  x = x + Attn(RMSNorm(x));  x = x + MLP(RMSNorm(x))
+GLM-4-0414 adds "sandwich" norms on the attention and MLP outputs before each residual add.
+Attention: fused QKV projection (the only biases in the model), GQA, partial interleaved RoPE.
+MLP: SwiGLU with a fused gate/up projection (first half gated by SiLU, times the second half).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import GLMConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 even for bf16 activations: the 1.5625e-7 epsilon of GLM-4 is
+        # below bf16 resolution, and the reference implementation does the same.
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+
+
+def rope_cos_sin(cfg: GLMConfig, position_ids: torch.Tensor, dtype: torch.dtype):
+    """cos/sin of shape [batch, seq, 1, rotary_dim/2] for the given absolute positions."""
+    dim = cfg.rotary_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+    freqs = position_ids[..., None].float() * inv_freq.to(position_ids.device)
+    return freqs.cos().to(dtype)[:, :, None, :], freqs.sin().to(dtype)[:, :, None, :]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent pairs (x[2i], x[2i+1]) of the first rotary dims; the rest pass through.
+
+    x: [batch, seq, heads, head_dim]. This is ChatGLM's "2D" RoPE with plain 1D positions.
+    """
+    rot = cos.shape[-1] * 2
+    pairs = x[..., :rot].unflatten(-1, (-1, 2))
+    a, b = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).flatten(-2)
+    return torch.cat((rotated, x[..., rot:]), dim=-1)
+
+
+class KVCache:
+    """Preallocated keys/values for every layer: [layers, batch, kv_heads, max_len, head_dim].
+
+    Preallocation means decoding never reallocates or concatenates; attention reads a
+    view of the first `length` slots.
+    """
+
+    def __init__(self, cfg: GLMConfig, batch_size: int, max_len: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        shape = (cfg.num_layers, batch_size, cfg.num_kv_heads, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.max_len = max_len
+        self.length = 0  # filled slots; advanced by GLM.forward after all layers ran
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache full: {end} positions needed, {self.max_len} allocated")
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: GLMConfig, layer: int):
+        super().__init__()
+        self.cfg, self.layer = cfg, layer
+        self.qkv = nn.Linear(cfg.hidden_size, cfg.q_size + 2 * cfg.kv_size, bias=cfg.qkv_bias)
+        self.proj = nn.Linear(cfg.q_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, mask, is_causal, cache):
+        cfg = self.cfg
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split([cfg.q_size, cfg.kv_size, cfg.kv_size], dim=-1)
+        q = apply_rope(q.view(B, T, cfg.num_heads, cfg.head_dim), cos, sin).transpose(1, 2)
+        k = apply_rope(k.view(B, T, cfg.num_kv_heads, cfg.head_dim), cos, sin).transpose(1, 2)
+        v = v.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal,
+            enable_gqa=cfg.num_kv_heads != cfg.num_heads,
+        )
+        return self.proj(y.transpose(1, 2).reshape(B, T, cfg.q_size))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GLMConfig):
+        super().__init__()
+        self.gate_up = nn.Linear(cfg.hidden_size, 2 * cfg.ffn_hidden_size, bias=False)
+        self.down = nn.Linear(cfg.ffn_hidden_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GLMConfig, layer: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.attn = Attention(cfg, layer)
+        self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+        if cfg.sandwich_norm:
+            self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+            self.post_mlp_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.sandwich = cfg.sandwich_norm
+
+    def forward(self, x, cos, sin, mask, is_causal, cache):
+        h = self.attn(self.attn_norm(x), cos, sin, mask, is_causal, cache)
+        x = x + (self.post_attn_norm(h) if self.sandwich else h)
+        h = self.mlp(self.mlp_norm(x))
+        return x + (self.post_mlp_norm(h) if self.sandwich else h)
+
+
+class GLM(nn.Module):
+    """A GLM-4 family causal LM. `GLM(cfg)(input_ids)` -> fp32 logits [batch, seq, vocab]."""
+
+    def __init__(self, cfg: GLMConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        self.final_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """N(0, init_std) for every matrix; the two residual-writing projections are scaled by
+        1/sqrt(2 * num_layers) (GPT-2) so the residual stream's variance does not grow with
+        depth; biases start at zero and norm gains at one. A no-op cost on the meta device."""
+        std = self.config.init_std
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif p.dim() == 1:
+                p.zero_()
+            elif name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                p.normal_(0.0, std / math.sqrt(2 * self.config.num_layers))
+            else:
+                p.normal_(0.0, std)
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        p = self.embed.weight
+        return KVCache(self.config, batch_size, max_len or self.config.max_seq_len, p.dtype, p.device)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        logits_to_keep: int = 0,
+    ) -> torch.Tensor:
+        """input_ids [B, T]; attention_mask [B, past+T] of 1 (token) / 0 (left padding);
+        position_ids [B, T] (default: from the mask, so left padding starts at position 0);
+        cache: a KVCache to read and extend; logits_to_keep: only the last N positions (0 = all).
+        """
+        B, T = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if position_ids is None:
+            if attention_mask is not None:
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
+            else:
+                position_ids = torch.arange(past, past + T, device=input_ids.device).expand(B, T)
+        mask, is_causal = self._attention_mask(attention_mask, B, T, past, input_ids.device)
+        x = self.embed(input_ids)
+        cos, sin = rope_cos_sin(self.config, position_ids, x.dtype)
+        for block in self.layers:
+            x = block(x, cos, sin, mask, is_causal, cache)
+        if cache is not None:
+            cache.length += T
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        return self.lm_head(self.final_norm(x)).float()
+
+    @staticmethod
+    def _attention_mask(attention_mask, B, T, past, device):
+        """A boolean [B, 1, T, past+T] mask (True = attend), or None with SDPA's causal flag.
+
+        The unpadded cases take SDPA's fast paths: a plain prompt uses is_causal, and one new
+        token attends to the whole cache with no mask at all.
+        """
+        if attention_mask is None or bool(attention_mask.all()):
+            if past == 0:
+                return None, T > 1
+            if T == 1:
+                return None, False
+        S = past + T
+        q_pos = torch.arange(past, S, device=device)[:, None]
+        k_pos = torch.arange(S, device=device)[None, :]
+        mask = (k_pos <= q_pos)[None, None]
+        if attention_mask is not None:
+            valid = attention_mask.bool()[:, None, None, :]
+            # A padding query sees only itself: a row with every key masked would give NaN,
+            # and NaN values leak through masked (zero-weight) attention in later layers.
+            mask = mask & (valid | (k_pos == q_pos)[None, None])
+        return mask.expand(B, 1, T, S), False
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Unique parameters (a tied head counts once). Works on the meta device."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
