@@ -3,4 +3,4 @@
 from .checkpoint import CheckpointError, convert, load_model, save_model
 from .layouts import LAYOUTS
 
-__all__ = ["CheckpointError", "LAYOUTS", "convert", "load_model", "save_model"]
+__all__ = ["LAYOUTS", "CheckpointError", "convert", "load_model", "save_model"]

@@ -19,7 +19,16 @@ from safetensors.torch import save_file
 
 from ..model.config import GLMConfig, config_kind
 from ..model.glm import GLM
-from .layouts import LAYOUTS, chatglm_config, expected_tensors, from_openglm, hf_config, layout_for_kind, to_openglm
+from .layouts import (
+    LAYOUTS,
+    chatglm_config,
+    check_layout,
+    expected_tensors,
+    from_openglm,
+    hf_config,
+    layout_for_kind,
+    to_openglm,
+)
 
 INDEX = "model.safetensors.index.json"
 SIDE_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -121,9 +130,10 @@ def save_model(model: GLM, out_dir: str | Path, layout: str = "hf", dtype: torch
     """Write `model` as safetensors shards plus config.json in the `hf` or `chatglm` layout."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)}")
+    cfg = model.config
+    check_layout(cfg, LAYOUTS[layout])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = model.config
     dtype = dtype or model.embed.weight.dtype
     make_config = hf_config if layout == "hf" else chatglm_config
     (out / "config.json").write_text(json.dumps(make_config(cfg, dtype), indent=2) + "\n")

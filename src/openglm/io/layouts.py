@@ -70,8 +70,17 @@ def layout_for_kind(kind: str) -> Layout:
     return CHATGLM if kind == "chatglm" else HF
 
 
+def check_layout(cfg: GLMConfig, layout: Layout) -> None:
+    """Refuse a layout that cannot hold every weight of this config (nothing is dropped)."""
+    if cfg.sandwich_norm and "post_attn_norm.weight" not in layout.names:
+        raise ValueError(f"the {layout.name} layout cannot store GLM-4-0414 sandwich norms; use 'hf'")
+    if layout is CHATGLM and cfg.rope_fraction != 0.5:
+        raise ValueError("the chatglm layout always rotates half of each head (rope_fraction 0.5)")
+
+
 def expected_tensors(cfg: GLMConfig, layout: Layout) -> dict[str, tuple[int, ...]]:
     """Every tensor name the layout stores for this config, with its shape."""
+    check_layout(cfg, layout)
     H, Q, KV, F = cfg.hidden_size, cfg.q_size, cfg.kv_size, cfg.ffn_hidden_size
     shapes = {"embed.weight": (cfg.vocab_size, H), "final_norm.weight": (H,)}
     if not cfg.tie_embeddings:
@@ -80,8 +89,6 @@ def expected_tensors(cfg: GLMConfig, layout: Layout) -> dict[str, tuple[int, ...
     per_layer = {"attn_norm.weight": (H,), "attn.proj.weight": (H, Q), "mlp_norm.weight": (H,),
                  "mlp.gate_up.weight": (2 * F, H), "mlp.down.weight": (H, F)}
     if cfg.sandwich_norm:
-        if "post_attn_norm.weight" not in layout.names:
-            raise ValueError(f"the {layout.name} layout cannot store GLM-4-0414 sandwich norms")
         per_layer |= {"post_attn_norm.weight": (H,), "post_mlp_norm.weight": (H,)}
     qkv_rows = {"q": Q, "k": KV, "v": KV}
     for i in range(cfg.num_layers):
@@ -177,8 +184,6 @@ def hf_config(cfg: GLMConfig, dtype: torch.dtype) -> dict:
 
 def chatglm_config(cfg: GLMConfig, dtype: torch.dtype) -> dict:
     """config.json in the original ChatGLM format (use with the checkpoint's remote code)."""
-    if cfg.rope_fraction != 0.5:
-        raise ValueError("the chatglm layout always rotates half of each head (rope_fraction 0.5)")
     return {
         "architectures": ["ChatGLMModel"],
         "model_type": "chatglm",

@@ -155,7 +155,7 @@ def _from_chatglm(raw: dict, source: str) -> GLMConfig:
         norm_eps=raw.get("layernorm_epsilon", 1e-5),
         qkv_bias=raw.get("add_qkv_bias", True),
         tie_embeddings=raw.get("tie_word_embeddings", False),
-        pad_token_id=raw.get("pad_token_id") or 151329,
+        pad_token_id=raw["pad_token_id"] if raw.get("pad_token_id") is not None else 151329,
         eos_token_ids=eos if isinstance(eos, list) else [eos],
         name=raw.get("_name_or_path", "chatglm"),
     )
@@ -182,7 +182,7 @@ def _from_hf(raw: dict, sandwich: bool) -> GLMConfig:
         qkv_bias=raw.get("attention_bias", True),
         tie_embeddings=raw.get("tie_word_embeddings", False),
         sandwich_norm=sandwich,
-        pad_token_id=raw.get("pad_token_id") if raw.get("pad_token_id") is not None else 151329,
+        pad_token_id=raw["pad_token_id"] if raw.get("pad_token_id") is not None else 151329,
         eos_token_ids=eos if isinstance(eos, list) else [eos],
         name=raw.get("_name_or_path", raw.get("model_type", "glm")),
     )
