@@ -62,14 +62,14 @@ class GLMConfig:
 
     # ---- presets -------------------------------------------------------------------
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "GLMConfig":
+    def from_preset(cls, name: str, **overrides) -> GLMConfig:
         """A named preset (`glm-4-9b-chat`, `nano`, ...), with optional field overrides."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
         return replace(PRESETS[name](), **overrides)
 
     @classmethod
-    def from_depth(cls, depth: int, vocab_size: int = 16384, **overrides) -> "GLMConfig":
+    def from_depth(cls, depth: int, vocab_size: int = 16384, **overrides) -> GLMConfig:
         """The one size dial (as nanochat's `depth`): width, heads and FFN all follow from it.
 
         hidden = 64 * depth, heads of 64 dims, a quarter as many KV heads (GQA), and
@@ -96,7 +96,7 @@ class GLMConfig:
 
     # ---- checkpoints ---------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "GLMConfig":
+    def from_pretrained(cls, path: str | Path) -> GLMConfig:
         """Read `config.json` of an original ChatGLM checkpoint or a transformers Glm/Glm4 one."""
         path = Path(path)
         file = path / "config.json" if path.is_dir() else path
@@ -109,7 +109,7 @@ class GLMConfig:
         return cls.from_dict(raw, source=str(file))
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "config") -> "GLMConfig":
+    def from_dict(cls, raw: dict, source: str = "config") -> GLMConfig:
         if "openglm" in raw:
             return cls(**raw["openglm"])
         kind = config_kind(raw)
