@@ -2,7 +2,7 @@
 
 openglm's own names          transformers Glm/Glm4 (`hf`)            original ChatGLM (`chatglm`)
 embed.weight                 model.embed_tokens.weight               transformer.embedding.word_embeddings.weight
-layers.N.attn.qkv.*          model.layers.N.self_attn.{q,k,v}_proj.*  transformer.encoder.layers.N.self_attention.query_key_value.*
+layers.N.attn.qkv.*          model.layers.N.self_attn.{q,k,v}_proj.*  ...layers.N.self_attention.query_key_value.*
 ...                          (see the tables below)
 """
 
