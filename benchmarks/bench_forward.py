@@ -1,0 +1,72 @@
+"""Prefill throughput (tokens/s) of openglm vs transformers' GlmForCausalLM, same weights, same run.
+
+The ~123M GLM of issue #2 (hidden 768, 12 layers, 12 heads, 2 KV heads, head_dim 64, FFN 2048,
+vocab 32768), batch 1 x 512 and 8 x 128, fp32 and bf16, 2 threads.
+
+"Prefill" means what an inference engine does with a prompt: run every position and produce
+the next-token logits (llama.cpp's pp512 does the same). openglm therefore computes logits for
+the last position only. transformers is timed twice: its plain forward (all logits; the anchor
+figure quoted in the issue, `ratio`) and with logits_to_keep=1 (the same work; `ratio_same_work`).
+
+    python benchmarks/bench_forward.py [--threads 2] [--repeats 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import best_time, machine, make_pair  # noqa: E402
+
+SHAPES = [(1, 512), (8, 128)]
+
+
+def run(threads: int, repeats: int) -> dict:
+    torch.set_num_threads(threads)
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        ours, hf = make_pair(dtype)
+        dname = str(dtype).removeprefix("torch.")
+        for b, t in SHAPES:
+            ids = torch.randint(0, 32768, (b, t), generator=torch.Generator().manual_seed(0))
+            with torch.inference_mode():
+                tok = b * t
+                row = {
+                    "openglm": tok / best_time(lambda: ours(ids, logits_to_keep=1), repeats),
+                    "transformers": tok / best_time(lambda: hf(ids), repeats),
+                    "transformers_last_logits": tok / best_time(lambda: hf(ids, logits_to_keep=1), repeats),
+                }
+            results[f"{dname}_{b}x{t}"] = row
+            print(f"{dname:9s} {b}x{t:<4d} openglm {row['openglm']:8.0f} tok/s | transformers "
+                  f"{row['transformers']:8.0f} (last-logits only {row['transformers_last_logits']:8.0f})")
+        del ours, hf
+    fp, bf = results["float32_1x512"], results["bfloat16_1x512"]
+    return {
+        "benchmark": "prefill", "machine": machine(), "results": results,
+        "ratio": fp["openglm"] / fp["transformers"],
+        "ratio_bf16": bf["openglm"] / bf["transformers"],
+        "ratio_same_work": fp["openglm"] / fp["transformers_last_logits"],
+        "ratio_bf16_same_work": bf["openglm"] / bf["transformers_last_logits"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = ap.parse_args()
+    out = run(args.threads, args.repeats)
+    print(f"ratio (fp32 1x512, openglm/transformers) {out['ratio']:.2f}  bf16 {out['ratio_bf16']:.2f}  "
+          f"same work: fp32 {out['ratio_same_work']:.2f} bf16 {out['ratio_bf16_same_work']:.2f}")
+    if args.json:
+        print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

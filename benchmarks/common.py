@@ -1,0 +1,49 @@
+"""Shared by the benchmarks: the ~123M-parameter GLM of the issues, built in both openglm and
+transformers with the same random weights."""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+
+import torch
+
+BENCH_SHAPE = {"vocab_size": 32768, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+               "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 2048}
+
+
+def make_pair(dtype: torch.dtype, shape: dict | None = None):
+    """(openglm model, transformers GlmForCausalLM) with identical random weights, eval mode."""
+    from transformers import GlmConfig, GlmForCausalLM
+
+    from openglm.io import load_model
+
+    cfg = GlmConfig(**(shape or BENCH_SHAPE), max_position_embeddings=4096, pad_token_id=0, eos_token_id=[1],
+                    attention_bias=True, rms_norm_eps=1.5625e-7)
+    torch.manual_seed(0)
+    hf = GlmForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            if p.dim() == 1:
+                p.normal_(0, 0.02)  # random biases too, so nothing is trivially zero
+    with tempfile.TemporaryDirectory() as d:
+        hf.save_pretrained(d)
+        ours = load_model(d, dtype=dtype).eval()
+    return ours, hf.to(dtype)
+
+
+def best_time(fn, repeats: int = 3, warmup: int = 1) -> float:
+    """Minimum wall time of fn() over `repeats` runs: the least noisy figure on a shared machine."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
