@@ -48,29 +48,29 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in fp32 even for bf16 activations: the 1.5625e-7 epsilon of GLM-4 is
-        # below bf16 resolution, and the reference implementation does the same.
-        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+        # One fused kernel; it accumulates the mean square in fp32 even for bf16 inputs.
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
-def rope_cos_sin(cfg: GLMConfig, position_ids: torch.Tensor, dtype: torch.dtype):
-    """cos/sin of shape [batch, seq, 1, rotary_dim/2] for the given absolute positions."""
+def rope_rotations(cfg: GLMConfig, position_ids: torch.Tensor) -> torch.Tensor:
+    """Unit complex numbers [batch, seq, 1, head_dim/2] that rotate each pair of dims.
+
+    GLM rotates adjacent pairs (x[2i], x[2i+1]) of only the first `rotary_dim` dims of a head
+    ("2D" RoPE with plain 1D positions); the remaining pairs get rotation 1+0j, so one complex
+    multiply handles a whole head and leaves the pass-through half bit-exact.
+    """
     dim = cfg.rotary_dim
     inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
-    freqs = position_ids[..., None].float() * inv_freq.to(position_ids.device)
-    return freqs.cos().to(dtype)[:, :, None, :], freqs.sin().to(dtype)[:, :, None, :]
+    angles = position_ids[..., None].float() * inv_freq.to(position_ids.device)
+    rot = torch.polar(torch.ones_like(angles), angles)
+    keep = torch.ones(*angles.shape[:-1], (cfg.head_dim - dim) // 2, dtype=rot.dtype, device=rot.device)
+    return torch.cat((rot, keep), dim=-1)[:, :, None, :]
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent pairs (x[2i], x[2i+1]) of the first rotary dims; the rest pass through.
-
-    x: [batch, seq, heads, head_dim]. This is ChatGLM's "2D" RoPE with plain 1D positions.
-    """
-    rot = cos.shape[-1] * 2
-    pairs = x[..., :rot].unflatten(-1, (-1, 2))
-    a, b = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).flatten(-2)
-    return torch.cat((rotated, x[..., rot:]), dim=-1)
+def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """x: [batch, seq, heads, head_dim] -> rotated copy (computed in fp32, returned in x's dtype)."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * rotations).flatten(-2).to(x.dtype)
 
 
 class KVCache:
@@ -107,19 +107,16 @@ class Attention(nn.Module):
         self.qkv = Linear(cfg.hidden_size, cfg.q_size + 2 * cfg.kv_size, bias=cfg.qkv_bias)
         self.proj = Linear(cfg.q_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, mask, is_causal, cache):
+    def forward(self, x, rotations, mask, is_causal, cache):
         cfg = self.cfg
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).split([cfg.q_size, cfg.kv_size, cfg.kv_size], dim=-1)
-        q = apply_rope(q.view(B, T, cfg.num_heads, cfg.head_dim), cos, sin).transpose(1, 2)
-        k = apply_rope(k.view(B, T, cfg.num_kv_heads, cfg.head_dim), cos, sin).transpose(1, 2)
-        v = v.view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        H, KV = cfg.num_heads, cfg.num_kv_heads
+        qkv = self.qkv(x).view(B, T, H + 2 * KV, cfg.head_dim)
+        qk = apply_rope(qkv[:, :, : H + KV], rotations)  # queries and keys rotate together
+        q, k, v = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2), qkv[:, :, H + KV :].transpose(1, 2)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal,
-            enable_gqa=cfg.num_kv_heads != cfg.num_heads,
-        )
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=KV != H)
         return self.proj(y.transpose(1, 2).reshape(B, T, cfg.q_size))
 
 
@@ -146,8 +143,8 @@ class Block(nn.Module):
             self.post_mlp_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
         self.sandwich = cfg.sandwich_norm
 
-    def forward(self, x, cos, sin, mask, is_causal, cache):
-        h = self.attn(self.attn_norm(x), cos, sin, mask, is_causal, cache)
+    def forward(self, x, rotations, mask, is_causal, cache):
+        h = self.attn(self.attn_norm(x), rotations, mask, is_causal, cache)
         x = x + (self.post_attn_norm(h) if self.sandwich else h)
         h = self.mlp(self.mlp_norm(x))
         return x + (self.post_mlp_norm(h) if self.sandwich else h)
@@ -208,9 +205,9 @@ class GLM(nn.Module):
                 position_ids = torch.arange(past, past + T, device=input_ids.device).expand(B, T)
         mask, is_causal = self._attention_mask(attention_mask, B, T, past, input_ids.device)
         x = self.embed(input_ids)
-        cos, sin = rope_cos_sin(self.config, position_ids, x.dtype)
+        rotations = rope_rotations(self.config, position_ids)
         for block in self.layers:
-            x = block(x, cos, sin, mask, is_causal, cache)
+            x = block(x, rotations, mask, is_causal, cache)
         if cache is not None:
             cache.length += T
         if logits_to_keep:
