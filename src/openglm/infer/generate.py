@@ -1,0 +1,203 @@
+"""Text generation: one prefill, then KV-cached decoding, for one prompt or a left-padded batch.
+
+    openglm.generate(model, tok, "Once upon a time", max_new_tokens=50)          -> str
+    openglm.generate(model, tok, [{"role": "user", "content": "你好"}])            -> str (chat)
+    openglm.generate(model, tok, ["a", "b", "c"])                                   -> list[str]
+    for delta in openglm.generate(model, tok, messages, stream=True): print(delta, end="")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .sampling import Sampling, choose, penalize_repeats
+
+
+class ContextLengthError(ValueError):
+    """The prompt does not fit the model's context window."""
+
+
+@dataclass
+class Completion:
+    """One generated continuation."""
+
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str = "length"  # "stop" (stop id or stop string) or "length" (max_new_tokens/context)
+
+
+def _is_conversation(x) -> bool:
+    return isinstance(x, (list, tuple)) and len(x) > 0 and not isinstance(x[0], (str, list, tuple))
+
+
+def encode_prompt(tok, prompt, tools=None) -> list[int]:
+    """A str is raw text; a list of messages (dicts or chat.Message) is rendered as a chat."""
+    if isinstance(prompt, str):
+        return tok.encode(prompt)
+    if _is_conversation(prompt):
+        return tok.encode_chat(prompt, tools=tools, add_generation_prompt=True)
+    raise TypeError(f"a prompt must be a str or a list of chat messages, got {type(prompt).__name__}")
+
+
+def _budget(model, n_prompt: int, max_new_tokens: int) -> int:
+    ctx = model.config.max_seq_len
+    if n_prompt == 0:
+        raise ValueError("empty prompt: nothing to condition on")
+    if n_prompt >= ctx:
+        raise ContextLengthError(
+            f"prompt has {n_prompt} tokens but the model's context is {ctx}; shorten it by at least "
+            f"{n_prompt - ctx + 1} tokens")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    return min(max_new_tokens, ctx - n_prompt)
+
+
+@torch.inference_mode()
+def generate_ids(
+    model,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int = 256,
+    sampling: Sampling = Sampling(),
+    stop_ids: Sequence[int] = (),
+    pad_id: int = 0,
+) -> Iterator[list[int | None]]:
+    """Yield, per decoding step, the new token of each prompt (None once a row has stopped).
+
+    A stop id ends its row and is yielded (callers decide whether to show it). Prompts of
+    different lengths are left-padded and masked, so each row matches its unbatched run.
+    """
+    B = len(prompts)
+    lengths = [len(p) for p in prompts]
+    budget = min(_budget(model, n, max_new_tokens) for n in lengths)
+    T = max(lengths)
+    device = model.embed.weight.device
+    ids = torch.full((B, T), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((B, T + budget), dtype=torch.long, device=device)
+    for b, p in enumerate(prompts):
+        ids[b, T - len(p):] = torch.tensor(list(p), dtype=torch.long)
+        mask[b, T - len(p):] = 1
+    padded = min(lengths) != T
+    generator = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
+    seen = None
+    if sampling.repetition_penalty != 1.0:
+        seen = torch.zeros(B, model.config.vocab_size, dtype=torch.bool, device=device)
+        seen.scatter_(1, ids, mask[:, :T].bool())
+    stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    cache = model.new_cache(B, T + budget)
+    logits = model(ids, attention_mask=mask[:, :T] if padded else None, cache=cache, logits_to_keep=1)[:, -1]
+    for step in range(budget):
+        if seen is not None:
+            logits = penalize_repeats(logits, seen, sampling.repetition_penalty)
+        nxt = choose(logits, sampling, generator)
+        yield [None if d else int(t) for t, d in zip(nxt.tolist(), done.tolist())]
+        done |= torch.isin(nxt, stops)
+        if bool(done.all()) or step == budget - 1:
+            return
+        if seen is not None:
+            seen[torch.arange(B), nxt] = True
+        n = T + step + 1
+        step_mask = mask[:, :n] if padded else None
+        logits = model(nxt[:, None], attention_mask=step_mask, cache=cache)[:, -1]
+
+
+class _StopStrings:
+    """Holds back text that might be the start of a stop string; cuts at the first full match."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+        self.hit = False
+
+    def feed(self, text: str) -> str:
+        if not self.stops:
+            return text
+        self.pending += text
+        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            out, self.pending, self.hit = self.pending[:cut], "", True
+            return out
+        hold = max((k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0)
+        out = self.pending[: len(self.pending) - hold]
+        self.pending = self.pending[len(out):]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+def _stream_one(model, tok, prompt_ids, max_new_tokens, sampling, stop_ids, stop, out: Completion):
+    decoder = tok.stream_decoder(skip_special=True)
+    stopper = _StopStrings(stop)
+    for (token,) in generate_ids(model, [prompt_ids], max_new_tokens, sampling, stop_ids, tok.pad_id):
+        out.token_ids.append(token)
+        if token in stop_ids:
+            out.finish_reason = "stop"
+            break
+        delta = stopper.feed(decoder.push(token))
+        if delta:
+            out.text += delta
+            yield delta
+        if stopper.hit:
+            out.finish_reason = "stop"
+            return
+    tail = stopper.feed(decoder.flush())
+    if stopper.hit:
+        out.finish_reason = "stop"
+    else:
+        tail += stopper.flush()
+    if tail:
+        out.text += tail
+        yield tail
+
+
+def complete(model, tok, prompt, max_new_tokens: int = 256, *, sampling: Sampling = Sampling(),
+             stop: Sequence[str] = (), stop_ids: Sequence[int] | None = None, tools=None) -> list[Completion]:
+    """Generate for one prompt or a batch; returns a Completion (ids, text, finish reason) per prompt."""
+    batch = isinstance(prompt, (list, tuple)) and not _is_conversation(prompt)
+    prompts = list(prompt) if batch else [prompt]
+    if not prompts:
+        raise ValueError("no prompts given")
+    encoded = [encode_prompt(tok, p, tools) for p in prompts]
+    stop_ids = list(tok.stop_ids if stop_ids is None else stop_ids)
+    if len(encoded) == 1:
+        out = Completion()
+        for _ in _stream_one(model, tok, encoded[0], max_new_tokens, sampling, stop_ids, stop, out):
+            pass
+        return [out]
+    outs = [Completion() for _ in encoded]
+    for step in generate_ids(model, encoded, max_new_tokens, sampling, stop_ids, tok.pad_id):
+        for out, token in zip(outs, step):
+            if token is None:
+                continue
+            out.token_ids.append(token)
+            if token in stop_ids:
+                out.finish_reason = "stop"
+    for out in outs:
+        ids = out.token_ids[:-1] if out.finish_reason == "stop" else out.token_ids
+        text = tok.decode(ids, skip_special=True)
+        cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+        out.text, out.finish_reason = (text[:cut], "stop") if cut >= 0 else (text, out.finish_reason)
+    return outs
+
+
+def generate(model, tok, prompt, max_new_tokens: int = 256, *, temperature: float = 0.0, top_k: int = 0,
+             top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None,
+             stop: Sequence[str] = (), stop_ids: Sequence[int] | None = None, stream: bool = False, tools=None):
+    """Generate text. Returns str, list[str] for a batch of prompts, or with stream=True an
+    iterator of text deltas (single prompt only). Stops on the tokenizer's stop ids (GLM-4:
+    <|endoftext|>, <|user|>, <|observation|>) and on any of the `stop` strings."""
+    sampling = Sampling(temperature, top_k, top_p, repetition_penalty, seed)
+    if stream:
+        if isinstance(prompt, (list, tuple)) and not _is_conversation(prompt):
+            raise ValueError("stream=True takes a single prompt, not a batch")
+        ids = encode_prompt(tok, prompt, tools)
+        stops = list(tok.stop_ids if stop_ids is None else stop_ids)
+        return _stream_one(model, tok, ids, max_new_tokens, sampling, stops, stop, Completion())
+    outs = complete(model, tok, prompt, max_new_tokens, sampling=sampling, stop=stop, stop_ids=stop_ids, tools=tools)
+    batch = isinstance(prompt, (list, tuple)) and not _is_conversation(prompt)
+    return [o.text for o in outs] if batch else outs[0].text
