@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .config import GLMConfig
 
@@ -169,6 +170,7 @@ class GLM(nn.Module):
     def __init__(self, cfg: GLMConfig):
         super().__init__()
         self.config = cfg
+        self.gradient_checkpointing = False
         self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
         self.final_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
@@ -215,22 +217,31 @@ class GLM(nn.Module):
         cache: KVCache | None = None,
         logits_to_keep: int = 0,
     ) -> torch.Tensor:
-        """input_ids [B, T]; attention_mask [B, past+T] of 1 (token) / 0 (left padding);
-        position_ids [B, T] (default: from the mask, so left padding starts at position 0);
-        cache: a KVCache to read and extend; logits_to_keep: only the last N positions (0 = all).
+        """input_ids [B, T]; attention_mask [B, past+T] of 1 (token) / 0 (left padding), or a
+        ready boolean [B, 1, T, past+T] mask (True = attend) for packed documents or GLM's
+        bidirectional-prefix blank infilling; position_ids [B, T] (default: from a 2D mask, so
+        left padding starts at position 0); cache: a KVCache to read and extend;
+        logits_to_keep: only the last N positions (0 = all).
         """
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
         if position_ids is None:
-            if attention_mask is not None:
+            if attention_mask is not None and attention_mask.dim() == 2:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
             else:
                 position_ids = torch.arange(past, past + T, device=input_ids.device).expand(B, T)
-        mask, is_causal = self._attention_mask(attention_mask, B, T, past, input_ids.device)
+        if attention_mask is not None and attention_mask.dim() == 4:
+            mask, is_causal = attention_mask.bool(), False
+        else:
+            mask, is_causal = self._attention_mask(attention_mask, B, T, past, input_ids.device)
         x = self.embed(input_ids)
         rotations = rope_rotations(self.config, position_ids)
         for block in self.layers:
-            x = block(x, rotations, mask, is_causal, cache)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                # recompute each block in the backward pass: activations for 1 block, not all
+                x = checkpoint(block, x, rotations, mask, is_causal, cache, use_reentrant=False)
+            else:
+                x = block(x, rotations, mask, is_causal, cache)
         if cache is not None:
             cache.length += T
         if logits_to_keep:
