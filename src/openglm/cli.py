@@ -1,0 +1,177 @@
+"""The `openglm` command: one sub-command per pipeline stage, each a thin call into a package."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="openglm: the GLM-4 system, from raw text to a tool-using chat agent.",
+                  no_args_is_help=True, add_completion=False)
+err = Console(stderr=True)
+
+
+
+class Layout(str, Enum):
+    hf = "hf"
+    chatglm = "chatglm"
+
+
+class DType(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+def _torch_dtype(d: DType):
+    import torch
+
+    return None if d is DType.auto else getattr(torch, d.value)
+
+
+ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="checkpoint directory (any layout)")]
+PresetOpt = Annotated[str, typer.Option(help="preset to build with random weights when no --model is given")]
+DTypeOpt = Annotated[DType, typer.Option(help="weight dtype (auto = as stored)")]
+
+
+def load_for_inference(model_dir: Path | None, preset: str = "nano", dtype: DType = DType.auto):
+    """(model, tokenizer) from a checkpoint directory, or a random-weight preset."""
+    import torch
+
+    from .io import load_model
+    from .model import GLM, GLMConfig
+    from .tokenizer import default_tokenizer, load_tokenizer
+
+    torch.set_grad_enabled(False)
+    if model_dir is None:
+        err.print(f"[yellow]no --model given: using the '{preset}' preset with RANDOM weights "
+                  "(its output is noise; pass --model DIR for a real checkpoint)[/yellow]")
+        torch.manual_seed(0)
+        model, tok = GLM(GLMConfig.from_preset(preset)), default_tokenizer()
+        if model.config.vocab_size < tok.vocab_size:
+            raise typer.BadParameter(f"preset {preset} has {model.config.vocab_size} embeddings, "
+                                     f"the default tokenizer needs {tok.vocab_size}")
+    else:
+        model, tok = load_model(model_dir, dtype=_torch_dtype(dtype)), load_tokenizer(model_dir)
+    return model.eval().pack_weights(), tok
+
+
+@app.command()
+def convert(
+    src: Annotated[Path, typer.Argument(help="checkpoint directory to read (hf Glm/Glm4 or chatglm layout)")],
+    dst: Annotated[Path, typer.Argument(help="directory to write")],
+    layout: Annotated[Layout, typer.Option(help="layout to write")] = Layout.hf,
+    dtype: DTypeOpt = DType.auto,
+    max_shard_gb: Annotated[float, typer.Option(help="maximum shard size in GB")] = 5.0,
+) -> None:
+    """Re-save a checkpoint in another layout (and dtype); tokenizer files are copied along."""
+    from .io import convert as do_convert
+
+    out = do_convert(src, dst, layout=layout.value, dtype=_torch_dtype(dtype),
+                     max_shard_bytes=int(max_shard_gb * 2**30))
+    err.print(f"wrote {layout.value} checkpoint to {out}")
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="the prompt (sent as a user turn unless --raw)")],
+    model: ModelOpt = None,
+    preset: PresetOpt = "nano",
+    dtype: DTypeOpt = DType.auto,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 128,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    seed: int | None = None,
+    raw: Annotated[bool, typer.Option(help="encode the prompt as plain text, not as a chat turn")] = False,
+) -> None:
+    """Generate a reply to one prompt, streamed to stdout."""
+    from .infer import generate as gen
+
+    m, tok = load_for_inference(model, preset, dtype)
+    prompt_in = prompt if raw else [{"role": "user", "content": prompt}]
+    for delta in gen(m, tok, prompt_in, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                     repetition_penalty=repetition_penalty, seed=seed, stream=True):
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+CHAT_HELP = "commands: /reset (forget the conversation), /system TEXT (set the system prompt), /exit"
+
+
+@app.command()
+def chat(
+    model: ModelOpt = None,
+    preset: PresetOpt = "nano",
+    dtype: DTypeOpt = DType.auto,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 512,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> None:
+    """Interactive multi-turn chat with streaming replies (history kept in the GLM-4 format)."""
+    from .infer import generate as gen
+
+    m, tok = load_for_inference(model, preset, dtype)
+    system: str | None = None
+    history: list[dict] = []
+    err.print(CHAT_HELP)
+    while True:
+        try:
+            line = input("user> ")
+        except EOFError:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/exit":
+            break
+        if text == "/reset":
+            history = []
+            err.print("(conversation cleared)")
+            continue
+        if text.startswith("/system"):
+            system = text.removeprefix("/system").strip() or None
+            history = []
+            err.print(f"(system prompt {'set' if system else 'cleared'}; conversation cleared)")
+            continue
+        if text.startswith("/"):
+            err.print(f"unknown command {text.split()[0]!r}; {CHAT_HELP}")
+            continue
+        history.append({"role": "user", "content": text})
+        messages = ([{"role": "system", "content": system}] if system else []) + history
+        sys.stdout.write("assistant> ")
+        reply = ""
+        for delta in gen(m, tok, messages, max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                         stream=True):
+            reply += delta
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        history.append({"role": "assistant", "content": reply})
+
+
+@app.command()
+def info(model: ModelOpt = None, preset: PresetOpt = "glm-4-9b-chat") -> None:
+    """Print a model's configuration and parameter count (presets are built on the meta device)."""
+    import torch
+
+    from .model import GLM, GLMConfig, count_parameters
+
+    cfg = GLMConfig.from_pretrained(model) if model else GLMConfig.from_preset(preset)
+    with torch.device("meta"):
+        n = count_parameters(GLM(cfg))
+    for k, v in cfg.to_dict().items():
+        print(f"{k:18s} {v}")
+    print(f"{'parameters':18s} {n:,}")
+
+
+if __name__ == "__main__":
+    app()
