@@ -1,0 +1,108 @@
+"""Batch-1 decode speed (tokens/s) of openglm vs transformers' generate, and the memory roofline.
+
+Same ~123M GLM as bench_forward (hidden 768, 12 layers, 12 heads, 2 KV heads, vocab 32768),
+same random weights, same run, fp32 and bf16, greedy. Decode speed excludes the prefill:
+tokens/s = (N - 1) / (time(N new tokens) - time(1 new token)), measured the same way for both.
+The roofline is the speed at which just reading the weights once per token would run, at the
+read bandwidth measured here (a streaming sum over 1 GB).
+
+    python benchmarks/bench_decode.py [--threads 2] [--tokens 128] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import best_time, machine, make_pair  # noqa: E402
+
+from openglm.infer import Sampling, generate_ids  # noqa: E402
+
+PROMPT = [list(range(100, 116))]
+
+
+def read_bandwidth_gbs() -> float:
+    x = torch.ones(256 * 2**20)  # 1 GiB of fp32
+    return x.numel() * 4 / best_time(lambda: x.sum(), repeats=5) / 1e9
+
+
+def weight_bytes_per_token(model) -> int:
+    """Every weight matrix is read once per token except the embedding table (one row)."""
+    skip = model.embed.weight.data_ptr()
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() in seen:
+            continue
+        seen.add(p.data_ptr())
+        total += p.numel() * p.element_size() if p.data_ptr() != skip else 0
+    if model.config.tie_embeddings:
+        total += model.embed.weight.numel() * model.embed.weight.element_size()
+    return total
+
+
+def decode_rate(run, n: int) -> float:
+    """tokens/s of the decode phase only: difference of an n-token and a 1-token run."""
+    one = best_time(lambda: run(1), repeats=3)
+    many = best_time(lambda: run(n), repeats=2)
+    return (n - 1) / (many - one)
+
+
+def ours_run(model):
+    def run(n):
+        for _ in generate_ids(model, PROMPT, n, Sampling(), stop_ids=()):
+            pass
+    return run
+
+
+def hf_run(model):
+    ids = torch.tensor(PROMPT)
+
+    def run(n):
+        model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None,
+                       pad_token_id=0)
+    return run
+
+
+def run(threads: int, tokens: int) -> dict:
+    torch.set_num_threads(threads)
+    bw = read_bandwidth_gbs()
+    results = {"read_bandwidth_gbs": bw}
+    for dtype in (torch.float32, torch.bfloat16):
+        ours, hf = make_pair(dtype)
+        ours.pack_weights()
+        name = str(dtype).removeprefix("torch.")
+        with torch.inference_mode():
+            a = decode_rate(ours_run(ours), tokens)
+            b = decode_rate(hf_run(hf), tokens)
+        roof = bw * 1e9 / weight_bytes_per_token(ours)
+        results[name] = {"openglm": a, "transformers": b, "roofline": roof}
+        print(f"{name:9s} openglm {a:6.1f} tok/s | transformers {b:6.1f} | roofline {roof:6.1f} "
+              f"({a / roof:.0%} of it)")
+        del ours, hf
+    fp, bf = results["float32"], results["bfloat16"]
+    return {"benchmark": "decode", "machine": machine(), "results": results,
+            "ratio": fp["openglm"] / fp["transformers"], "ratio_bf16": bf["openglm"] / bf["transformers"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = ap.parse_args()
+    t0 = time.time()
+    out = run(args.threads, args.tokens)
+    print(f"ratio fp32 {out['ratio']:.2f}  bf16 {out['ratio_bf16']:.2f}  (read bandwidth "
+          f"{out['results']['read_bandwidth_gbs']:.1f} GB/s; {time.time() - t0:.0f} s)")
+    if args.json:
+        print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
