@@ -1,0 +1,45 @@
+"""Seeded, bilingual synthetic agent tasks (AgentTuning in miniature) and DPO preference pairs.
+
+    tasks = generate_tasks(1000, seed=0, split="train")      # list[Task]
+    heldout = generate_tasks(200, seed=0, split="heldout")   # templates/entities/numbers never in train
+    pairs = preference_pairs(tasks, seed=0)                  # chosen vs rejected assistant turns
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+from . import world
+from .tasks import Task, arithmetic, function_call, plain_chat, refusal
+
+FAMILIES = {"arithmetic": arithmetic, "function": function_call, "chat": plain_chat, "refusal": refusal}
+DEFAULT_MIX = {"arithmetic": 0.4, "function": 0.4, "chat": 0.1, "refusal": 0.1}
+
+
+def generate_tasks(n: int, seed: int = 0, split: str = "train", mix: dict[str, float] | None = None,
+                   langs: tuple[str, ...] = ("en", "zh")) -> list[Task]:
+    """n tasks; task i depends only on (seed, split, i), so any prefix is reproducible."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    mix = mix or DEFAULT_MIX
+    unknown = set(mix) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown task families {sorted(unknown)}; known: {sorted(FAMILIES)}")
+    names, weights = zip(*mix.items())
+    out = []
+    for i in range(n):
+        rng = random.Random(f"{seed}/{split}/{i}")
+        family = rng.choices(names, weights)[0]
+        out.append(FAMILIES[family](rng, split, rng.choice(langs)))
+    return out
+
+
+def write_jsonl(tasks: list[Task], path) -> None:
+    """The official fine-tuning format: one {"messages": [...]} per line (plus task fields)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for t in tasks:
+            f.write(json.dumps(t.to_json(), ensure_ascii=False) + "\n")
+
+
+__all__ = ["DEFAULT_MIX", "FAMILIES", "Task", "generate_tasks", "world", "write_jsonl"]

@@ -1,0 +1,206 @@
+"""Task families: each builds one GLM-4-format conversation (official fine-tuning format).
+
+A family picks a template (the last one per language is held out), entities and numbers
+(held-out ones by the rules in world.py), the tools offered (the needed one plus
+distractors), and writes the assistant's turns: the tool call, the observation the tool
+really returns, and the final answer that quotes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import random
+from dataclasses import dataclass, field
+
+from . import world
+
+PYTHON_TOOL = {"type": "python"}
+BROWSER_TOOL = {"type": "simple_browser"}
+
+
+@dataclass
+class Task:
+    kind: str
+    lang: str
+    split: str
+    messages: list[dict]
+    answer: str = ""  # text the final answer must contain ("" = nothing to check)
+    calls: list[dict] = field(default_factory=list)  # expected calls: {"name", "arguments"}
+
+    @property
+    def prompt(self) -> list[dict]:
+        """The conversation up to (and including) the first user message."""
+        k = next(i for i, m in enumerate(self.messages) if m["role"] == "user")
+        return self.messages[: k + 1]
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "lang": self.lang, "split": self.split, "messages": self.messages,
+                "answer": self.answer, "calls": self.calls}
+
+
+def pick_template(rng: random.Random, templates: list[str], split: str) -> str:
+    return templates[-1] if split == "heldout" else rng.choice(templates[:-1])
+
+
+def number(rng: random.Random, lo: int, hi: int, split: str) -> int:
+    while True:
+        n = rng.randint(lo, hi)
+        if world.operand_ok(n, split):
+            return n
+
+
+def run_python(code: str) -> str:
+    """Run our own generated (trusted, arithmetic-only) code; the observation is its stdout."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code, {"__builtins__": {"print": print, "round": round, "abs": abs}})
+    return out.getvalue().strip()
+
+
+def offered_tools(rng: random.Random, needed: list[dict], min_extra: int = 0) -> list[dict]:
+    """The needed tools plus distractors (min_extra..2 of them), in a random order."""
+    pool = [PYTHON_TOOL, BROWSER_TOOL] + [world.function_tool(n) for n in world.FUNCTION_SCHEMAS]
+    extra = [t for t in pool if t not in needed]
+    tools = needed + rng.sample(extra, rng.randint(min_extra, 2))
+    rng.shuffle(tools)
+    return tools
+
+
+def conversation(tools: list[dict] | None, user: str, turns: list[tuple[str, str, str]]) -> list[dict]:
+    """turns: (role, metadata, content) after the user message."""
+    msgs = [{"role": "system", "content": "", "tools": tools}] if tools else []
+    msgs.append({"role": "user", "content": user, "metadata": ""})
+    msgs += [{"role": r, "metadata": m, "content": c} for r, m, c in turns]
+    return msgs
+
+
+# ---- arithmetic solved with python -------------------------------------------------
+ARITH = {
+    "mul": ({"en": ["What is {a} times {b}?", "Calculate {a} multiplied by {b}.", "Compute {a} * {b}."],
+             "zh": ["{a}乘以{b}等于多少？", "请计算{a}乘{b}。", "算一下{a}×{b}。"]},
+            lambda r, s: (number(r, 1000, 99999, s), number(r, 100, 9999, s)), "{a} * {b}"),
+    "add": ({"en": ["What is {a} plus {b}?", "Add {a} and {b}.", "What do {a} and {b} sum to?"],
+             "zh": ["{a}加{b}等于多少？", "请计算{a}与{b}的和。", "{a}和{b}相加是多少？"]},
+            lambda r, s: (number(r, 10000, 999999, s), number(r, 10000, 999999, s)), "{a} + {b}"),
+    "sub": ({"en": ["What is {a} minus {b}?", "Subtract {b} from {a}.", "How much is {a} - {b}?"],
+             "zh": ["{a}减去{b}等于多少？", "请计算{a}减{b}。", "{a}与{b}的差是多少？"]},
+            lambda r, s: (number(r, 100000, 999999, s), number(r, 10000, 99999, s)), "{a} - {b}"),
+    "div": ({"en": ["What is {a} divided by {b}? Round to 2 decimals.", "Divide {a} by {b} (2 decimals).",
+                    "Compute {a} / {b}, rounded to two decimal places."],
+             "zh": ["{a}除以{b}等于多少？保留两位小数。", "请计算{a}÷{b}，保留2位小数。", "{a}除以{b}的结果（两位小数）是多少？"]},
+            lambda r, s: (number(r, 10000, 999999, s), number(r, 11, 999, s)), "round({a} / {b}, 2)"),
+    "percent": ({"en": ["What is {a}% of {b}?", "Find {a} percent of {b}.", "How much is {a}% of {b}?"],
+                 "zh": ["{b}的{a}%是多少？", "请计算{b}的百分之{a}。", "{b}乘以{a}%等于多少？"]},
+                lambda r, s: (number(r, 2, 95, s), number(r, 1000, 99999, s)), "round({b} * {a} / 100, 2)"),
+    "cagr": ({"en": ["A population grew from {a} to {b} over 10 years. What is the compound annual growth rate "
+                     "in percent?",
+                     "Revenue went from {a} to {b} in 10 years. Compute the CAGR (%).",
+                     "Over a decade a value rose from {a} to {b}. What was its CAGR in percent?"],
+              "zh": ["人口在10年间从{a}增长到{b}，年均复合增长率是多少（%）？", "收入10年内从{a}增长到{b}，请计算复合年增长率（%）。",
+                     "某数值十年间从{a}变为{b}，它的复合年均增长率是百分之多少？"]},
+             lambda r, s: (number(r, 100000, 900000, s), number(r, 910000, 2000000, s)),
+             "round((({b} / {a}) ** (1 / 10) - 1) * 100, 2)"),
+}
+ARITH_ANSWER = {"en": "The result is {r}.", "zh": "计算结果是{r}。"}
+CAGR_ANSWER = {"en": "The compound annual growth rate is {r}%.", "zh": "复合年均增长率约为{r}%。"}
+
+
+def arithmetic(rng: random.Random, split: str, lang: str) -> Task:
+    op = rng.choice(list(ARITH))
+    templates, operands, expr = ARITH[op]
+    a, b = operands(rng, split)
+    code = f"print({expr.format(a=a, b=b)})"
+    result = run_python(code)
+    answer = (CAGR_ANSWER if op == "cagr" else ARITH_ANSWER)[lang].format(r=result)
+    user = pick_template(rng, templates[lang], split).format(a=a, b=b)
+    msgs = conversation(offered_tools(rng, [PYTHON_TOOL]), user,
+                        [("assistant", "python", code), ("observation", "", result), ("assistant", "", answer)])
+    return Task(f"arith-{op}", lang, split, msgs, result, [{"name": "python", "arguments": code}])
+
+
+# ---- user functions ---------------------------------------------------------------------
+def _date(rng: random.Random, split: str) -> str:
+    day = number(rng, 0, 3000, split)
+    return (world.dt.date(2020, 1, 1) + world.dt.timedelta(days=day)).isoformat()
+
+
+FUNCTION_TASKS = {
+    "get_weather": ({"en": ["What's the weather in {city} on {date}?", "Weather forecast for {city}, {date}?",
+                            "Will it rain in {city} on {date}?"],
+                     "zh": ["{city}{date}的天气怎么样？", "帮我查一下{date}{city}的天气预报。", "{date}{city}会下雨吗？"]},
+                    lambda r, s, lang: {"city": r.choice(world.cities(s)).name(lang), "date": _date(r, s)},
+                    {"en": "On {date} {city} will be {condition}, {low_c} to {high_c} °C.",
+                     "zh": "{date}{city}的天气：{condition}，气温{low_c}到{high_c}摄氏度。"}),
+    "convert_currency": ({"en": ["Convert {amount} {from_currency} to {to_currency}.",
+                                 "How much is {amount} {from_currency} in {to_currency}?",
+                                 "Exchange {amount} {from_currency} into {to_currency}."],
+                          "zh": ["把{amount}{from_currency}换算成{to_currency}。", "{amount}{from_currency}等于多少{to_currency}？",
+                                 "{amount}{from_currency}能换多少{to_currency}？"]},
+                         lambda r, s, lang: dict(zip(("from_currency", "to_currency"),
+                                                     r.sample(sorted(world.RATES_PER_USD), 2)),
+                                                 amount=number(r, 10, 99999, s)),
+                         {"en": "{amount} {from_currency} is {result} {to_currency}.",
+                          "zh": "{amount}{from_currency}约合{result}{to_currency}。"}),
+    "convert_units": ({"en": ["Convert {value} {from_unit} to {to_unit}.", "How many {to_unit} is {value} {from_unit}?",
+                              "Express {value} {from_unit} in {to_unit}."],
+                       "zh": ["把{value}{from_unit}换算成{to_unit}。", "{value}{from_unit}等于多少{to_unit}？",
+                              "{value}{from_unit}是多少{to_unit}？"]},
+                      lambda r, s, lang: dict(zip(("from_unit", "to_unit"), r.choice(
+                          [("km", "mile"), ("mile", "km"), ("m", "foot"), ("foot", "m"), ("kg", "pound"),
+                           ("pound", "kg")])), value=number(r, 1, 9999, s)),
+                      {"en": "{value} {from_unit} is {result} {to_unit}.", "zh": "{value}{from_unit}等于{result}{to_unit}。"}),
+    "day_of_week": ({"en": ["What day of the week is {date}?", "Which weekday falls on {date}?",
+                            "Tell me the weekday of {date}."],
+                     "zh": ["{date}是星期几？", "请问{date}是周几？", "{date}那天是星期几？"]},
+                    lambda r, s, lang: {"date": _date(r, s)},
+                    {"en": "{date} is a {weekday}.", "zh": "{date}是{weekday}。"}),
+}
+
+
+def function_call(rng: random.Random, split: str, lang: str) -> Task:
+    name = rng.choice(list(FUNCTION_TASKS))
+    templates, make_args, answer_t = FUNCTION_TASKS[name]
+    args = make_args(rng, split, lang)
+    args = {k: args[k] for k in world.FUNCTION_SCHEMAS[name]["parameters"]["properties"]}  # schema order
+    result = world.FUNCTIONS[name](**args)
+    obs = json.dumps(result, ensure_ascii=False)
+    user = pick_template(rng, templates[lang], split).format(**args)
+    answer = answer_t[lang].format(**result)
+    msgs = conversation(offered_tools(rng, [world.function_tool(name)]), user,
+                        [("assistant", name, json.dumps(args, ensure_ascii=False)), ("observation", "", obs),
+                         ("assistant", "", answer)])
+    key = {"get_weather": "condition", "convert_currency": "result", "convert_units": "result",
+           "day_of_week": "weekday"}[name]
+    return Task(f"function-{name}", lang, split, msgs, str(result[key]), [{"name": name, "arguments": args}])
+
+
+# ---- plain turns and refusals -------------------------------------------------------------
+CHAT = {"en": [("Hello!", "Hello! How can I help you today?"),
+               ("Who are you?", "I am ChatGLM, an AI assistant. I can answer questions and use tools."),
+               ("Thank you!", "You're welcome! Let me know if there is anything else."),
+               ("Good morning.", "Good morning! What can I do for you?")],
+        "zh": [("你好", "你好！有什么可以帮你的吗？"), ("你是谁？", "我是 ChatGLM，一个人工智能助手，可以回答问题并使用工具。"),
+               ("谢谢你！", "不客气！还有其他需要帮忙的吗？"), ("早上好。", "早上好！今天想做些什么？")]}
+UNSUPPORTED = {"en": [("Book a flight to {city} for me.", "booking flights"),
+                      ("Order a taxi to the {city} airport.", "ordering taxis"),
+                      ("Send an email to my boss in {city}.", "sending emails"),
+                      ("Reserve a hotel room in {city}.", "reserving hotels")],
+               "zh": [("帮我订一张去{city}的机票。", "订机票"), ("帮我叫一辆去{city}机场的出租车。", "叫出租车"),
+                      ("给我在{city}的老板发一封邮件。", "发送邮件"), ("帮我预订{city}的酒店房间。", "预订酒店")]}
+REFUSAL = {"en": "Sorry, I can't help with {what}: none of my tools can do that.",
+           "zh": "抱歉，我无法帮你{what}，我目前的工具做不到。"}
+
+
+def plain_chat(rng: random.Random, split: str, lang: str) -> Task:
+    user, reply = pick_template(rng, CHAT[lang], split)
+    tools = offered_tools(rng, []) if rng.random() < 0.5 else None
+    return Task("plain-chat", lang, split, conversation(tools, user, [("assistant", "", reply)]))
+
+
+def refusal(rng: random.Random, split: str, lang: str) -> Task:
+    template, what = pick_template(rng, UNSUPPORTED[lang], split)
+    user = template.format(city=rng.choice(world.cities(split)).name(lang))
+    reply = REFUSAL[lang].format(what=what)
+    return Task("refusal", lang, split, conversation(offered_tools(rng, [], min_extra=1), user, [("assistant", "", reply)]))

@@ -1,0 +1,173 @@
+"""The small, deterministic world the synthetic agent tasks live in.
+
+Cities with (synthetic) census figures, a document collection about them for the browser,
+and the user functions (weather, currency, units, calendar) with exact implementations, so
+the same code produces training observations and answers the agent's calls at evaluation.
+Every figure is made up from a hash of the city name: it teaches tool use, not geography.
+
+Held-out entities are fixed by rule (every fourth city, operands = 3 mod 7) so training data
+never contains them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+
+# (English, Chinese, country EN, country ZH)
+_CITIES = [
+    ("Beijing", "北京", "China", "中国"), ("Shanghai", "上海", "China", "中国"),
+    ("Guangzhou", "广州", "China", "中国"), ("Shenzhen", "深圳", "China", "中国"),
+    ("Chengdu", "成都", "China", "中国"), ("Hangzhou", "杭州", "China", "中国"),
+    ("Wuhan", "武汉", "China", "中国"), ("Xi'an", "西安", "China", "中国"),
+    ("Nanjing", "南京", "China", "中国"), ("Tianjin", "天津", "China", "中国"),
+    ("Chongqing", "重庆", "China", "中国"), ("Suzhou", "苏州", "China", "中国"),
+    ("Qingdao", "青岛", "China", "中国"), ("Xiamen", "厦门", "China", "中国"),
+    ("Kunming", "昆明", "China", "中国"), ("Harbin", "哈尔滨", "China", "中国"),
+    ("Changsha", "长沙", "China", "中国"), ("Zhengzhou", "郑州", "China", "中国"),
+    ("Dalian", "大连", "China", "中国"), ("Shenyang", "沈阳", "China", "中国"),
+    ("Tokyo", "东京", "Japan", "日本"), ("Osaka", "大阪", "Japan", "日本"),
+    ("Seoul", "首尔", "South Korea", "韩国"), ("Busan", "釜山", "South Korea", "韩国"),
+    ("Singapore", "新加坡", "Singapore", "新加坡"), ("Bangkok", "曼谷", "Thailand", "泰国"),
+    ("Hanoi", "河内", "Vietnam", "越南"), ("Jakarta", "雅加达", "Indonesia", "印度尼西亚"),
+    ("Delhi", "德里", "India", "印度"), ("Mumbai", "孟买", "India", "印度"),
+    ("London", "伦敦", "United Kingdom", "英国"), ("Paris", "巴黎", "France", "法国"),
+    ("Berlin", "柏林", "Germany", "德国"), ("Madrid", "马德里", "Spain", "西班牙"),
+    ("Rome", "罗马", "Italy", "意大利"), ("Vienna", "维也纳", "Austria", "奥地利"),
+    ("Moscow", "莫斯科", "Russia", "俄罗斯"), ("Cairo", "开罗", "Egypt", "埃及"),
+    ("Nairobi", "内罗毕", "Kenya", "肯尼亚"), ("Lagos", "拉各斯", "Nigeria", "尼日利亚"),
+    ("Toronto", "多伦多", "Canada", "加拿大"), ("Chicago", "芝加哥", "United States", "美国"),
+    ("Seattle", "西雅图", "United States", "美国"), ("Boston", "波士顿", "United States", "美国"),
+    ("Mexico City", "墨西哥城", "Mexico", "墨西哥"), ("Lima", "利马", "Peru", "秘鲁"),
+    ("Sydney", "悉尼", "Australia", "澳大利亚"), ("Auckland", "奥克兰", "New Zealand", "新西兰"),
+]
+
+
+def _h(*parts) -> int:
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+@dataclass(frozen=True)
+class City:
+    en: str
+    zh: str
+    country_en: str
+    country_zh: str
+    heldout: bool
+
+    @property
+    def pop2010(self) -> int:
+        return 300_000 + (_h("pop", self.en) % 9_000) * 1_000
+
+    @property
+    def pop2020(self) -> int:
+        growth = (_h("growth", self.en) % 450 - 50) / 1000  # -5% .. +40% over the decade
+        return round(self.pop2010 * (1 + growth) / 1000) * 1000
+
+    def name(self, lang: str) -> str:
+        return self.zh if lang == "zh" else self.en
+
+
+CITIES = [City(*c, heldout=(i % 4 == 3)) for i, c in enumerate(_CITIES)]
+
+
+def cities(split: str) -> list[City]:
+    return [c for c in CITIES if c.heldout == (split == "heldout")]
+
+
+def operand_ok(n: int, split: str) -> bool:
+    """Held-out operands are exactly those = 3 (mod 7): disjoint from training by rule."""
+    return (abs(n) % 7 == 3) == (split == "heldout")
+
+
+# ---- the document collection the browser searches ---------------------------------
+def documents() -> list[dict]:
+    """One population page per city and language, plus distractor pages on other topics."""
+    docs = []
+    for c in CITIES:
+        slug = c.en.lower().replace(" ", "-").replace("'", "")
+        docs.append({"id": f"{slug}-population-en", "title": f"{c.en} population",
+                     "url": f"https://cities.example.org/{slug}/population",
+                     "text": f"{c.en} is a city in {c.country_en}. The census counted {c.pop2010} residents "
+                             f"in 2010 and {c.pop2020} residents in 2020."})
+        docs.append({"id": f"{slug}-population-zh", "title": f"{c.zh}人口",
+                     "url": f"https://cities.example.org/zh/{slug}/population",
+                     "text": f"{c.zh}是{c.country_zh}的一座城市。2010年人口普查常住人口为{c.pop2010}人，"
+                             f"2020年为{c.pop2020}人。"})
+        docs.append({"id": f"{slug}-travel-en", "title": f"Travelling to {c.en}",
+                     "url": f"https://travel.example.org/{slug}",
+                     "text": f"{c.en} in {c.country_en} has museums, parks and markets. Spring and autumn are "
+                             "the best seasons to visit."})
+    return docs
+
+
+# ---- user functions: schemas and exact implementations -----------------------------
+FUNCTION_SCHEMAS = {
+    "get_weather": {
+        "description": "Get the weather forecast of a city on a date",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "description": "city name"},
+            "date": {"type": "string", "description": "date as YYYY-MM-DD"}},
+            "required": ["city", "date"]}},
+    "convert_currency": {
+        "description": "Convert an amount of money from one currency to another",
+        "parameters": {"type": "object", "properties": {
+            "amount": {"type": "number"},
+            "from_currency": {"type": "string", "description": "ISO code, e.g. USD"},
+            "to_currency": {"type": "string", "description": "ISO code, e.g. CNY"}},
+            "required": ["amount", "from_currency", "to_currency"]}},
+    "convert_units": {
+        "description": "Convert a length or mass between units",
+        "parameters": {"type": "object", "properties": {
+            "value": {"type": "number"},
+            "from_unit": {"type": "string", "enum": ["km", "mile", "m", "foot", "kg", "pound"]},
+            "to_unit": {"type": "string", "enum": ["km", "mile", "m", "foot", "kg", "pound"]}},
+            "required": ["value", "from_unit", "to_unit"]}},
+    "day_of_week": {
+        "description": "Tell which day of the week a date is",
+        "parameters": {"type": "object", "properties": {
+            "date": {"type": "string", "description": "date as YYYY-MM-DD"}},
+            "required": ["date"]}},
+}
+
+RATES_PER_USD = {"USD": 1.0, "CNY": 7.2, "EUR": 0.92, "JPY": 150.0, "GBP": 0.79, "KRW": 1350.0}
+UNIT_IN_BASE = {"km": 1000.0, "m": 1.0, "mile": 1609.344, "foot": 0.3048, "kg": 1.0, "pound": 0.45359237}
+UNIT_KIND = {"km": "length", "m": "length", "mile": "length", "foot": "length", "kg": "mass", "pound": "mass"}
+WEATHER = [("sunny", "晴"), ("cloudy", "多云"), ("light rain", "小雨"), ("windy", "大风"), ("snow", "雪")]
+
+
+def function_tool(name: str) -> dict:
+    """The tool entry for a system message, in GLM-4's (OpenAI-style) function format."""
+    return {"type": "function", "function": {"name": name, **FUNCTION_SCHEMAS[name]}}
+
+
+def get_weather(city: str, date: str) -> dict:
+    dt.date.fromisoformat(date)
+    k = _h("weather", city, date)
+    high = 5 + k % 25
+    return {"city": city, "date": date, "condition": WEATHER[k % len(WEATHER)][0], "high_c": high,
+            "low_c": high - 3 - (k >> 8) % 8}
+
+
+def convert_currency(amount: float, from_currency: str, to_currency: str) -> dict:
+    for code in (from_currency, to_currency):
+        if code not in RATES_PER_USD:
+            raise ValueError(f"unknown currency {code!r}; known: {', '.join(RATES_PER_USD)}")
+    result = round(amount / RATES_PER_USD[from_currency] * RATES_PER_USD[to_currency], 2)
+    return {"amount": amount, "from_currency": from_currency, "to_currency": to_currency, "result": result}
+
+
+def convert_units(value: float, from_unit: str, to_unit: str) -> dict:
+    if UNIT_KIND.get(from_unit) != UNIT_KIND.get(to_unit):
+        raise ValueError(f"cannot convert {from_unit} to {to_unit}")
+    return {"value": value, "from_unit": from_unit, "to_unit": to_unit,
+            "result": round(value * UNIT_IN_BASE[from_unit] / UNIT_IN_BASE[to_unit], 3)}
+
+
+def day_of_week(date: str) -> dict:
+    return {"date": date, "weekday": dt.date.fromisoformat(date).strftime("%A")}
+
+
+FUNCTIONS = {"get_weather": get_weather, "convert_currency": convert_currency,
+             "convert_units": convert_units, "day_of_week": day_of_week}

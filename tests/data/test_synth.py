@@ -1,0 +1,82 @@
+"""Synthetic agent tasks: determinism, held-out disjointness, and correct observations."""
+
+import json
+import re
+
+from openglm import chat
+from openglm.data.synth import generate_tasks, world
+
+
+def skeleton(text: str) -> str:
+    """A user message with its numbers, dates and city names blanked out: the template."""
+    for c in world.CITIES:
+        text = text.replace(c.en, "<C>").replace(c.zh, "<C>")
+    for code in list(world.RATES_PER_USD) + list(world.UNIT_KIND):
+        text = re.sub(rf"\b{code}\b", "<U>", text) if code.isascii() else text
+    return re.sub(r"\d[\d\-.]*", "<N>", text)
+
+
+TRAIN = generate_tasks(1500, seed=0, split="train")
+HELDOUT = generate_tasks(400, seed=0, split="heldout")
+
+
+def test_same_seed_same_tasks_and_prefix_stability():
+    again = generate_tasks(1500, seed=0, split="train")
+    assert [t.to_json() for t in again] == [t.to_json() for t in TRAIN]
+    assert [t.to_json() for t in generate_tasks(10, seed=0)] == [t.to_json() for t in TRAIN[:10]]
+    assert [t.to_json() for t in generate_tasks(10, seed=1)] != [t.to_json() for t in TRAIN[:10]]
+
+
+def test_heldout_templates_never_appear_in_training():
+    train = {skeleton(t.prompt[-1]["content"]) for t in TRAIN}
+    held = {skeleton(t.prompt[-1]["content"]) for t in HELDOUT if t.kind != "plain-chat"}
+    assert held and not (held & train)
+
+
+def test_heldout_cities_never_appear_in_training():
+    held = [c for c in world.CITIES if c.heldout]
+    text = json.dumps([t.messages for t in TRAIN], ensure_ascii=False)
+    assert len(held) >= 10
+    assert not [c.en for c in held if c.en in text or c.zh in text]
+
+
+def test_arithmetic_operands_are_split_by_rule():
+    for tasks, want in ((TRAIN, False), (HELDOUT, True)):
+        operands = [int(n) for t in tasks if t.kind.startswith("arith")
+                    for n in re.findall(r"\d+", t.calls[0]["arguments"]) if int(n) > 100]
+        assert len(operands) > 50
+        assert all((n % 7 == 3) == want for n in operands)
+
+
+def test_observations_are_what_the_tools_return_and_answers_quote_them():
+    for t in TRAIN[:300]:
+        if not t.calls:
+            continue
+        call, obs, final = t.messages[-3], t.messages[-2], t.messages[-1]
+        assert obs["role"] == "observation" and final["role"] == "assistant" and final["metadata"] == ""
+        if call["metadata"] == "python":
+            expected = str(eval(call["content"].removeprefix("print(")[:-1]))  # independent re-evaluation
+        else:
+            args = json.loads(call["content"])
+            expected = json.dumps(world.FUNCTIONS[call["metadata"]](**args), ensure_ascii=False)
+            tool_names = [x["function"]["name"] for x in t.messages[0]["tools"] if x["type"] == "function"]
+            assert call["metadata"] in tool_names  # the needed tool is offered
+            assert list(args) == list(world.FUNCTION_SCHEMAS[call["metadata"]]["parameters"]["required"])
+        assert obs["content"] == expected
+        assert t.answer and t.answer in final["content"]
+
+
+def test_every_task_renders_and_parses_in_the_glm4_format():
+    for t in TRAIN[:200] + HELDOUT[:100]:
+        text = chat.render(t.messages, add_generation_prompt=False)
+        assert text.startswith("[gMASK]<sop>")
+        for m in t.messages:
+            if m["role"] == "assistant" and m["metadata"]:
+                reply = chat.parse_assistant(f"{m['metadata']}\n{m['content']}")
+                assert reply.error is None and reply.tool_calls[0].name == m["metadata"]
+
+
+def test_the_mix_covers_every_family_and_both_languages():
+    kinds = {t.kind.split("-")[0] for t in TRAIN}
+    assert kinds == {"arith", "function", "plain", "refusal"}
+    assert {t.lang for t in TRAIN} == {"en", "zh"}
