@@ -173,5 +173,14 @@ def info(model: ModelOpt = None, preset: PresetOpt = "glm-4-9b-chat") -> None:
     print(f"{'parameters':18s} {n:,}")
 
 
+def _mount_stage_apps() -> None:
+    """Each stage package owns its sub-commands; they are mounted here, imported lazily by typer."""
+    from .tokenizer.cli import app as tokenizer_app
+
+    app.add_typer(tokenizer_app, name="tokenizer", help="train, merge and report byte-level BPE tokenizers")
+
+
+_mount_stage_apps()
+
 if __name__ == "__main__":
     app()

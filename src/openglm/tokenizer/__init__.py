@@ -2,5 +2,12 @@
 
 from .core import GLM4_PAT_STR, StreamDecoder, Tokenizer
 from .load import default_tokenizer, load_tokenizer
+from .merge import MergeResult, merge_ranks, merge_tokenizer
+from .report import compression_report, reference_corpus
+from .train import TextStats, train_bpe
 
-__all__ = ["GLM4_PAT_STR", "StreamDecoder", "Tokenizer", "default_tokenizer", "load_tokenizer"]
+__all__ = [
+    "GLM4_PAT_STR", "StreamDecoder", "Tokenizer", "default_tokenizer", "load_tokenizer",
+    "MergeResult", "merge_ranks", "merge_tokenizer", "compression_report", "reference_corpus",
+    "TextStats", "train_bpe",
+]
