@@ -1,0 +1,18 @@
+"""The local engine: workers' functions run in this process, in input order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from .readers import Unit
+
+
+class LocalEngine:
+    name = "local"
+
+    def map(self, units: list[Unit], fn: Callable[..., Iterator[list[dict]]], **kwargs) -> Iterator[list[dict]]:
+        for unit in units:
+            yield from fn(unit, **kwargs)
+
+    def close(self) -> None:
+        pass
