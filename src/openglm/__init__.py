@@ -4,13 +4,24 @@
     model = openglm.load_model(path)          # hf Glm/Glm4 or original ChatGLM layout
     tok = openglm.load_tokenizer(path)
     print(openglm.generate(model, tok, [{"role": "user", "content": "你好"}]))
+
+Names are imported on first use, so `import openglm.chat` (pure Python) never loads torch.
 """
 
-from . import chat
-from .infer import generate
-from .io import convert, load_model, save_model
-from .model import GLM, GLMConfig
-from .tokenizer import load_tokenizer
+from importlib import import_module
 
+_EXPORTS = {
+    "GLM": "openglm.model", "GLMConfig": "openglm.model",
+    "load_model": "openglm.io", "save_model": "openglm.io", "convert": "openglm.io",
+    "load_tokenizer": "openglm.tokenizer", "generate": "openglm.infer",
+}
 __all__ = ["GLM", "GLMConfig", "chat", "convert", "generate", "load_model", "load_tokenizer", "save_model"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    if name == "chat":
+        return import_module("openglm.chat")
+    raise AttributeError(f"module 'openglm' has no attribute {name!r}")
