@@ -54,6 +54,8 @@ def test_observations_are_what_the_tools_return_and_answers_quote_them():
             continue
         call, obs, final = t.messages[-3], t.messages[-2], t.messages[-1]
         assert obs["role"] == "observation" and final["role"] == "assistant" and final["metadata"] == ""
+        if call["metadata"] == "simple_browser":
+            continue  # checked in test_browser_tasks_cite_the_page_they_opened
         if call["metadata"] == "python":
             expected = str(eval(call["content"].removeprefix("print(")[:-1]))  # independent re-evaluation
         else:
@@ -78,5 +80,25 @@ def test_every_task_renders_and_parses_in_the_glm4_format():
 
 def test_the_mix_covers_every_family_and_both_languages():
     kinds = {t.kind.split("-")[0] for t in TRAIN}
-    assert kinds == {"arith", "function", "plain", "refusal"}
+    assert kinds == {"arith", "function", "browser", "plain", "refusal"}
     assert {t.lang for t in TRAIN} == {"en", "zh"}
+
+
+def test_browser_tasks_cite_the_page_they_opened():
+    tasks = [t for t in TRAIN if t.kind.startswith("browser")]
+    assert len(tasks) > 100
+    for t in tasks:
+        turns = t.messages[2:]
+        assert [m["metadata"] for m in turns[:4]] == ["simple_browser", "browser_result", "simple_browser",
+                                                      "quote_result"]
+        page_id = int(re.fullmatch(r"mclick\(\[(\d+)\]\)", turns[2]["content"]).group(1))
+        quote = turns[3]["content"]
+        cited = re.findall(r"【(\d+)†([^】]+)】", t.messages[-1]["content"])
+        assert cited and all(int(i) == page_id and quote.startswith(f"【{i}†{title}】") for i, title in cited)
+        title = quote.split("†", 1)[1].split("】", 1)[0]
+        city = next(c for c in world.CITIES if title in (f"{c.en} population", f"{c.zh}人口"))
+        assert str(city.pop2010) in quote and str(city.pop2020) in quote
+        if t.kind == "browser-fact":
+            assert t.answer in (str(city.pop2010), str(city.pop2020))
+        else:  # the CAGR computed from the page's figures
+            assert float(t.answer) == round(((city.pop2020 / city.pop2010) ** 0.1 - 1) * 100, 2)

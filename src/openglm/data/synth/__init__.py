@@ -11,10 +11,11 @@ import json
 import random
 
 from . import world
-from .tasks import Task, arithmetic, function_call, plain_chat, refusal
+from .tasks import Task, arithmetic, fact_lookup, function_call, plain_chat, refusal, search_then_compute
 
-FAMILIES = {"arithmetic": arithmetic, "function": function_call, "chat": plain_chat, "refusal": refusal}
-DEFAULT_MIX = {"arithmetic": 0.4, "function": 0.4, "chat": 0.1, "refusal": 0.1}
+FAMILIES = {"arithmetic": arithmetic, "function": function_call, "browser": fact_lookup,
+            "two_step": search_then_compute, "chat": plain_chat, "refusal": refusal}
+DEFAULT_MIX = {"arithmetic": 0.3, "function": 0.25, "browser": 0.2, "two_step": 0.1, "chat": 0.07, "refusal": 0.08}
 
 
 def generate_tasks(n: int, seed: int = 0, split: str = "train", mix: dict[str, float] | None = None,

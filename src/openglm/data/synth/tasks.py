@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import random
+import tempfile
 from dataclasses import dataclass, field
 
 from . import world
@@ -204,3 +205,78 @@ def refusal(rng: random.Random, split: str, lang: str) -> Task:
     user = template.format(city=rng.choice(world.cities(split)).name(lang))
     reply = REFUSAL[lang].format(what=what)
     return Task("refusal", lang, split, conversation(offered_tools(rng, [], min_extra=1), user, [("assistant", "", reply)]))
+
+
+# ---- information seeking with simple_browser (and a two-step search-then-compute) ---------
+BROWSER_RESULTS = 4  # results per search: keeps observations short enough for the nano model
+_browsers: dict = {}
+
+
+def browser(split: str):
+    """The agent's real BrowserTool (its observations are exactly what the model sees at run
+    time) over the split's documents; page ids restart for every task."""
+    if split not in _browsers:
+        # imported here: data sits below agent in the pipeline, only this generator needs a tool
+        from openglm.agent.tools import BrowserTool, LocalSearch
+
+        folder = world.DOCS_DIR if split == "heldout" else world.write_documents(tempfile.mkdtemp(), split)
+        _browsers[split] = BrowserTool(LocalSearch(folder), results=BROWSER_RESULTS)
+    tool = _browsers[split]
+    tool.pages = {}
+    return tool
+
+
+FACT = {"en": ["What was the population of {city} in {year}?", "How many people lived in {city} in {year}?",
+               "Look up the {year} census population of {city}.", "Find how many residents {city} had in {year}."],
+        "zh": ["{city}{year}年的人口是多少？", "{year}年{city}有多少人口？", "查一下{city}{year}年人口普查的人数。",
+               "{city}在{year}年有多少常住人口？"]}
+FACT_ANSWER = {"en": "According to 【{i}†{title}】, {city} had {pop} residents in {year}.",
+               "zh": "根据【{i}†{title}】，{city}{year}年的人口为{pop}人。"}
+GROWTH = {"en": ["What was the compound annual growth rate of {city}'s population between 2010 and 2020?",
+                 "Compute the CAGR of {city}'s population from 2010 to 2020.",
+                 "By what percentage per year (CAGR) did {city}'s population change from 2010 to 2020?"],
+          "zh": ["{city}2010年到2020年人口的复合年均增长率是多少？", "计算{city}人口从2010年到2020年的年均复合增长率。",
+                 "{city}人口在2010至2020年间每年平均增长百分之多少（复合增长率）？"]}
+GROWTH_ANSWER = {"en": "{city}'s population went from {p2010} to {p2020}, a compound annual growth rate of {r}% "
+                       "【{i}†{title}】.",
+                 "zh": "根据【{i}†{title}】，{city}人口从{p2010}变为{p2020}，复合年均增长率约为{r}%。"}
+
+
+def _search_and_open(rng: random.Random, split: str, lang: str):
+    """The search -> mclick turns for one city's population page: (city, turns, page id, title)."""
+    city = rng.choice(world.cities(split))
+    name = city.name(lang)
+    query = f"{name} population" if lang == "en" else f"{name}人口"
+    tool = browser(split)
+    found = tool.search(query)
+    title = query  # the population page's title is exactly the query
+    page = next(i for i, p in tool.pages.items() if p.title == title)
+    opened = tool.mclick([page])
+    search_call = f'search("{query}")'
+    turns = [("assistant", "simple_browser", search_call), ("observation", found.metadata, found.content),
+             ("assistant", "simple_browser", f"mclick([{page}])"), ("observation", opened.metadata, opened.content)]
+    calls = [{"name": "simple_browser", "arguments": {"function": "search", "args": [query], "kwargs": {}}},
+             {"name": "simple_browser", "arguments": {"function": "mclick", "args": [[page]], "kwargs": {}}}]
+    return city, turns, calls, page, title
+
+
+def fact_lookup(rng: random.Random, split: str, lang: str) -> Task:
+    city, turns, calls, page, title = _search_and_open(rng, split, lang)
+    year = rng.choice([2010, 2020])
+    pop = city.pop2010 if year == 2010 else city.pop2020
+    user = pick_template(rng, FACT[lang], split).format(city=city.name(lang), year=year)
+    answer = FACT_ANSWER[lang].format(i=page, title=title, city=city.name(lang), pop=pop, year=year)
+    msgs = conversation(offered_tools(rng, [BROWSER_TOOL]), user, turns + [("assistant", "", answer)])
+    return Task("browser-fact", lang, split, msgs, str(pop), calls)
+
+
+def search_then_compute(rng: random.Random, split: str, lang: str) -> Task:
+    city, turns, calls, page, title = _search_and_open(rng, split, lang)
+    code = f"print(round((({city.pop2020} / {city.pop2010}) ** (1 / 10) - 1) * 100, 2))"
+    result = run_python(code)
+    user = pick_template(rng, GROWTH[lang], split).format(city=city.name(lang))
+    answer = GROWTH_ANSWER[lang].format(city=city.name(lang), p2010=city.pop2010, p2020=city.pop2020, r=result,
+                                        i=page, title=title)
+    turns += [("assistant", "python", code), ("observation", "", result), ("assistant", "", answer)]
+    msgs = conversation(offered_tools(rng, [BROWSER_TOOL, PYTHON_TOOL]), user, turns)
+    return Task("browser-cagr", lang, split, msgs, result, calls + [{"name": "python", "arguments": code}])

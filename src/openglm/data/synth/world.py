@@ -14,6 +14,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
+
+# The collection, written out by write_documents() and shipped for `openglm agent --docs`.
+DOCS_DIR = Path(__file__).resolve().parents[2] / "assets" / "agent_docs"
 
 # (English, Chinese, country EN, country ZH)
 _CITIES = [
@@ -82,10 +86,16 @@ def operand_ok(n: int, split: str) -> bool:
 
 
 # ---- the document collection the browser searches ---------------------------------
-def documents() -> list[dict]:
-    """One population page per city and language, plus distractor pages on other topics."""
+def documents(split: str | None = None) -> list[dict]:
+    """One population page per city and language, plus distractor pages on other topics.
+
+    split="train" leaves out the held-out cities' pages (so not even a search result in the
+    training data names them); None or "heldout" is the whole collection.
+    """
     docs = []
     for c in CITIES:
+        if split == "train" and c.heldout:
+            continue
         slug = c.en.lower().replace(" ", "-").replace("'", "")
         docs.append({"id": f"{slug}-population-en", "title": f"{c.en} population",
                      "url": f"https://cities.example.org/{slug}/population",
@@ -100,6 +110,16 @@ def documents() -> list[dict]:
                      "text": f"{c.en} in {c.country_en} has museums, parks and markets. Spring and autumn are "
                              "the best seasons to visit."})
     return docs
+
+
+def write_documents(folder: str | Path = DOCS_DIR, split: str | None = None) -> Path:
+    """One Markdown file per document, with the title/url header lines LocalSearch reads."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for d in documents(split):
+        (folder / f"{d['id']}.md").write_text(f"title: {d['title']}\nurl: {d['url']}\n\n{d['text']}\n",
+                                             encoding="utf-8")
+    return folder
 
 
 # ---- user functions: schemas and exact implementations -----------------------------
