@@ -102,3 +102,21 @@ def test_browser_tasks_cite_the_page_they_opened():
             assert t.answer in (str(city.pop2010), str(city.pop2020))
         else:  # the CAGR computed from the page's figures
             assert float(t.answer) == round(((city.pop2020 / city.pop2010) ** 0.1 - 1) * 100, 2)
+
+
+def test_preference_pairs_contrast_a_correct_and_a_wrong_step():
+    from openglm.data.synth import preference_pairs
+
+    pairs = preference_pairs(TRAIN[:300], seed=0)
+    assert pairs == preference_pairs(TRAIN[:300], seed=0)
+    assert {p["kind"] for p in pairs} == {"action", "answer"}
+    for p in pairs:
+        chosen, rejected = p["chosen"], p["rejected"]
+        assert chosen != rejected and p["messages"][-1]["role"] in ("user", "observation")
+        if p["kind"] == "action" and rejected["metadata"] in world.FUNCTION_SCHEMAS:
+            args = json.loads(rejected["content"])
+            required = world.FUNCTION_SCHEMAS[rejected["metadata"]]["parameters"]["required"]
+            # a wrong tool, or the right one with a required argument missing
+            assert rejected["metadata"] != chosen["metadata"] or set(args) != set(required)
+        if p["kind"] == "answer":
+            assert chosen["metadata"] == rejected["metadata"] == ""

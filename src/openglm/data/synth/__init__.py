@@ -11,6 +11,7 @@ import json
 import random
 
 from . import world
+from .preferences import preference_pairs
 from .tasks import Task, arithmetic, fact_lookup, function_call, plain_chat, refusal, search_then_compute
 
 FAMILIES = {"arithmetic": arithmetic, "function": function_call, "browser": fact_lookup,
@@ -43,4 +44,4 @@ def write_jsonl(tasks: list[Task], path) -> None:
             f.write(json.dumps(t.to_json(), ensure_ascii=False) + "\n")
 
 
-__all__ = ["DEFAULT_MIX", "FAMILIES", "Task", "generate_tasks", "world", "write_jsonl"]
+__all__ = ["DEFAULT_MIX", "FAMILIES", "Task", "generate_tasks", "preference_pairs", "world", "write_jsonl"]
