@@ -1,0 +1,37 @@
+"""`openglm eval ...`: evaluation sub-commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="evaluate models", no_args_is_help=True)
+
+
+@app.command("agent")
+def agent_eval(
+    model: Annotated[Path | None, typer.Option("--model", "-m", help="checkpoint directory (default: the "
+                                                "embedded nano agent model)")] = None,
+    n: Annotated[int, typer.Option(help="number of held-out tasks")] = 50,
+    seed: Annotated[int, typer.Option(help="task generator seed")] = 0,
+    baseline: Annotated[bool, typer.Option(help="also ask each question with no tools offered")] = True,
+    out: Annotated[Path | None, typer.Option(help="write summary.json and summary.md here")] = None,
+) -> None:
+    """Tool-use metrics on held-out synthetic tasks: valid calls, tool choice, argument match,
+    and answer accuracy with tools vs without."""
+    from openglm.agent import LocalBackend
+    from openglm.cli import load_for_inference
+    from openglm.data.synth import generate_tasks
+
+    from .agent import evaluate, markdown, to_json
+
+    m, tok = load_for_inference(model)
+    summary = evaluate(LocalBackend(m, tok), generate_tasks(n, seed=seed, split="heldout"), with_baseline=baseline)
+    table = markdown(summary)
+    print(table)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(to_json(summary))
+        (out / "summary.md").write_text(table + "\n")
