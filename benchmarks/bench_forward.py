@@ -26,25 +26,27 @@ from common import best_time, machine, make_pair  # noqa: E402
 SHAPES = [(1, 512), (8, 128)]
 
 
+def bench_dtype(dtype: torch.dtype, repeats: int) -> dict:
+    ours, hf = make_pair(dtype)
+    name = str(dtype).removeprefix("torch.")
+    rows = {}
+    for b, t in SHAPES:
+        ids = torch.randint(0, 32768, (b, t), generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            row = {
+                "openglm": b * t / best_time(lambda x=ids: ours(x, logits_to_keep=1), repeats),
+                "transformers": b * t / best_time(lambda x=ids: hf(x), repeats),
+                "transformers_last_logits": b * t / best_time(lambda x=ids: hf(x, logits_to_keep=1), repeats),
+            }
+        rows[f"{name}_{b}x{t}"] = row
+        print(f"{name:9s} {b}x{t:<4d} openglm {row['openglm']:8.0f} tok/s | transformers "
+              f"{row['transformers']:8.0f} (last-logits only {row['transformers_last_logits']:8.0f})")
+    return rows
+
+
 def run(threads: int, repeats: int) -> dict:
     torch.set_num_threads(threads)
-    results = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        ours, hf = make_pair(dtype)
-        dname = str(dtype).removeprefix("torch.")
-        for b, t in SHAPES:
-            ids = torch.randint(0, 32768, (b, t), generator=torch.Generator().manual_seed(0))
-            with torch.inference_mode():
-                tok = b * t
-                row = {
-                    "openglm": tok / best_time(lambda: ours(ids, logits_to_keep=1), repeats),
-                    "transformers": tok / best_time(lambda: hf(ids), repeats),
-                    "transformers_last_logits": tok / best_time(lambda: hf(ids, logits_to_keep=1), repeats),
-                }
-            results[f"{dname}_{b}x{t}"] = row
-            print(f"{dname:9s} {b}x{t:<4d} openglm {row['openglm']:8.0f} tok/s | transformers "
-                  f"{row['transformers']:8.0f} (last-logits only {row['transformers_last_logits']:8.0f})")
-        del ours, hf
+    results = {**bench_dtype(torch.float32, repeats), **bench_dtype(torch.bfloat16, repeats)}
     fp, bf = results["float32_1x512"], results["bfloat16_1x512"]
     return {
         "benchmark": "prefill", "machine": machine(), "results": results,

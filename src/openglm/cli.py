@@ -179,9 +179,12 @@ def _mount_stage_apps() -> None:
     from .data.cli import app as data_app
     from .eval.cli import app as eval_app
     from .tokenizer.cli import app as tokenizer_app
+    from .train import cli as train_cli
 
     app.add_typer(agent_app, name="agent")
     app.add_typer(data_app, name="data", help="clean, deduplicate, mix and pack text into token shards")
+    for stage in (train_cli.pretrain, train_cli.sft, train_cli.dpo):
+        app.command()(stage)
     app.add_typer(eval_app, name="eval", help="evaluate models (agent tool use on held-out tasks)")
     app.add_typer(tokenizer_app, name="tokenizer", help="train, merge and report byte-level BPE tokenizers")
 

@@ -16,6 +16,9 @@ import torch
 from .sampling import Sampling, choose, penalize_repeats
 
 
+GREEDY = Sampling()
+
+
 class ContextLengthError(ValueError):
     """The prompt does not fit the model's context window."""
 
@@ -60,7 +63,7 @@ def generate_ids(
     model,
     prompts: Sequence[Sequence[int]],
     max_new_tokens: int = 256,
-    sampling: Sampling = Sampling(),
+    sampling: Sampling = GREEDY,
     stop_ids: Sequence[int] = (),
     pad_id: int = 0,
 ) -> Iterator[list[int | None]]:
@@ -155,7 +158,7 @@ def _stream_one(model, tok, prompt_ids, max_new_tokens, sampling, stop_ids, stop
         yield tail
 
 
-def complete(model, tok, prompt, max_new_tokens: int = 256, *, sampling: Sampling = Sampling(),
+def complete(model, tok, prompt, max_new_tokens: int = 256, *, sampling: Sampling = GREEDY,
              stop: Sequence[str] = (), stop_ids: Sequence[int] | None = None, tools=None) -> list[Completion]:
     """Generate for one prompt or a batch; returns a Completion (ids, text, finish reason) per prompt."""
     batch = isinstance(prompt, (list, tuple)) and not _is_conversation(prompt)

@@ -1,0 +1,126 @@
+"""Training throughput (tokens/s of forward + backward + AdamW step) of openglm vs transformers.
+
+The ~22M-parameter GLM of issue #5 (hidden 384, 6 layers, 6 heads, 2 KV heads, head_dim 64,
+FFN 1024, vocab 16384, untied head), batch 8 x 512, fp32 and bf16 autocast (fp32 master
+weights and AdamW in both), same random weights, same run, 2 threads. openglm runs its
+trainer's own step (objective + AdamW as openglm.train.Trainer builds them); transformers
+runs `model(input_ids, labels=...)` + backward + AdamW. Runs alternate and the best of
+`--repeats` is kept (the least noisy figure on a shared machine).
+
+MFU = model FLOPs per token (6 x matmul params + attention, PaLM) x tokens/s / peak, where
+peak is a measured 2048^3 bf16 matmul on this machine.
+
+    python benchmarks/bench_train.py [--threads 2] [--repeats 3] [--compile] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, make_pair  # noqa: E402
+
+from openglm.train import TrainConfig  # noqa: E402
+from openglm.train.objectives import LMObjective  # noqa: E402
+from openglm.train.trainer import flops_per_token, measure_peak_flops  # noqa: E402
+
+SHAPE = {"vocab_size": 16384, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 6,
+         "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 1024}
+BATCH, SEQ = 8, 512
+
+
+def _adamw(model):
+    cfg = TrainConfig()
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=cfg.betas,
+                             weight_decay=cfg.weight_decay, fused=True)
+
+
+def make_steps(dtype: torch.dtype | None, compile_ours: bool):
+    """(openglm step, transformers step) closures on identical models and data."""
+    ours, hf = make_pair(torch.float32, SHAPE)
+    ours.train()
+    hf.train()
+    engine = torch.compile(ours) if compile_ours else ours
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, SHAPE["vocab_size"], (BATCH, SEQ + 1), generator=g)
+    batch = {"input_ids": ids[:, :-1], "targets": ids[:, 1:]}
+    objective, opt_ours, opt_hf = LMObjective(), _adamw(ours), _adamw(hf)
+
+    def autocast():
+        return torch.autocast("cpu", dtype=dtype) if dtype is not None else nullcontext()
+
+    def step_ours():
+        with autocast():
+            loss_sum, _ = objective(engine, batch)
+        (loss_sum / objective.normalizer(batch)).backward()
+        opt_ours.step()
+        opt_ours.zero_grad(set_to_none=True)
+
+    def step_hf():
+        with autocast():
+            loss = hf(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss  # transformers shifts internally
+        loss.backward()
+        opt_hf.step()
+        opt_hf.zero_grad(set_to_none=True)
+
+    return step_ours, step_hf, ours.config
+
+
+def best_alternating(fns: dict, repeats: int) -> dict[str, float]:
+    """Best wall time of each fn, running them in turn so load spikes hit both."""
+    for fn in fns.values():
+        fn()  # warm-up (and compilation)
+    best = {k: float("inf") for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return best
+
+
+def run(threads: int, repeats: int, compile_ours: bool) -> dict:
+    torch.set_num_threads(threads)
+    peak = measure_peak_flops(torch.device("cpu"), torch.bfloat16)
+    results = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", None)):
+        step_ours, step_hf, cfg = make_steps(dtype, compile_ours)
+        times = best_alternating({"openglm": step_ours, "transformers": step_hf}, repeats)
+        fpt = flops_per_token(cfg, SEQ)
+        row = {}
+        for k, t in times.items():
+            tok_s = BATCH * SEQ / t
+            row[k] = {"tokens_per_s": tok_s, "mfu": fpt * tok_s / peak, "step_s": t}
+        results[name] = row
+        print(f"{name:5s} openglm {row['openglm']['tokens_per_s']:7.0f} tok/s (MFU {row['openglm']['mfu']:.0%}) | "
+              f"transformers {row['transformers']['tokens_per_s']:7.0f} tok/s (MFU {row['transformers']['mfu']:.0%})")
+    params = sum(p.numel() for p in make_pair(torch.float32, SHAPE)[0].parameters())
+    ratio = {k: v["openglm"]["tokens_per_s"] / v["transformers"]["tokens_per_s"] for k, v in results.items()}
+    return {"benchmark": "train", "machine": machine(), "params": params, "batch": [BATCH, SEQ],
+            "compile": compile_ours, "peak_bf16_flops": peak, "results": results,
+            "ratio": ratio["bf16"], "ratio_fp32": ratio["fp32"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the openglm model (trainer option)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = ap.parse_args()
+    out = run(args.threads, args.repeats, args.compile)
+    print(f"peak bf16 matmul {out['peak_bf16_flops'] / 1e9:.0f} GFLOP/s; {out['params'] / 1e6:.1f}M params; "
+          f"ratio openglm/transformers bf16 {out['ratio']:.2f}  fp32 {out['ratio_fp32']:.2f}")
+    if args.json:
+        print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

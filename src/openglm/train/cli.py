@@ -1,0 +1,81 @@
+"""`openglm pretrain | sft | dpo CONFIG.yaml [--set key=value ...]`.
+
+Every field of the stage's config (see openglm/train/config.py) can be set in the YAML file
+or overridden with --set (values are read as YAML: --set lr=1e-4 --set lora.rank=4).
+Several processes: `torchrun --nproc_per_node N -m openglm.train.cli sft CONFIG.yaml`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Training: pre-training, SFT, DPO (LoRA optional), resumable and distributed.",
+                  no_args_is_help=True, add_completion=False)
+
+ConfigArg = Annotated[Path | None, typer.Argument(help="YAML config (see configs/)", exists=True, dir_okay=False)]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a config key: key=value")]
+OutOpt = Annotated[str | None, typer.Option("--out-dir", "-o", help="output directory")]
+StepsOpt = Annotated[int | None, typer.Option("--max-steps", help="optimizer steps")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in the output dir")]
+
+
+def _config(cls, config, overrides, out_dir, max_steps, resume):
+    from .config import parse_overrides
+
+    extra = parse_overrides(overrides or [])
+    if out_dir is not None:
+        extra["out_dir"] = out_dir
+    if max_steps is not None:
+        extra["max_steps"] = max_steps
+    if resume:
+        extra["resume"] = True
+    try:
+        return cls.from_yaml(config, extra)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+@app.command()
+def pretrain(config: ConfigArg = None, set_: SetOpt = None, out_dir: OutOpt = None, max_steps: StepsOpt = None,
+             resume: ResumeOpt = False):
+    """Pre-train on token shards (causal LM or GLM blank infilling)."""
+    from .config import TrainConfig
+    from .stages import run_pretrain
+
+    _report(run_pretrain(_config(TrainConfig, config, set_, out_dir, max_steps, resume)))
+
+
+@app.command()
+def sft(config: ConfigArg = None, set_: SetOpt = None, out_dir: OutOpt = None, max_steps: StepsOpt = None,
+        resume: ResumeOpt = False):
+    """Supervised fine-tuning on {"messages": [...]} JSONL (loss on assistant tokens only)."""
+    from .config import SFTConfig
+    from .stages import run_sft
+
+    _report(run_sft(_config(SFTConfig, config, set_, out_dir, max_steps, resume)))
+
+
+@app.command()
+def dpo(config: ConfigArg = None, set_: SetOpt = None, out_dir: OutOpt = None, max_steps: StepsOpt = None,
+        resume: ResumeOpt = False):
+    """Direct preference optimisation on chosen/rejected pairs."""
+    from .config import DPOConfig
+    from .stages import run_dpo
+
+    _report(run_dpo(_config(DPOConfig, config, set_, out_dir, max_steps, resume)))
+
+
+def _report(result: dict) -> None:
+    from . import distributed as D
+
+    if result and D.init_distributed().is_main:
+        keys = [k for k in ("loss", "eval_loss", "rewards/accuracy", "rewards/margin", "tokens_per_s") if k in result]
+        typer.echo("final: " + "  ".join(f"{k} {result[k]:.4g}" for k in keys))
+    D.close()
+
+
+if __name__ == "__main__":
+    app()

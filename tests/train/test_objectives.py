@@ -1,0 +1,119 @@
+"""Objectives: GLM blank infilling (hand-checked example, learning), causal batches, LR schedule."""
+
+import numpy as np
+import pytest
+import torch
+
+from openglm import GLM, GLMConfig
+from openglm.train import TrainConfig, Trainer
+from openglm.train.data import StepBatches, window_plan
+from openglm.train.objectives import (
+    IGNORE,
+    BlankInfilling,
+    LMObjective,
+    blank_infilling,
+    causal_collate,
+    prefix_lm_mask,
+)
+from openglm.train.trainer import lr_factor
+from tests.train.conftest import QUIET, TINY
+
+M, S, E = 90, 91, 92  # [MASK], <sop>, <eop> in the hand example
+
+
+def test_blank_infilling_matches_the_glm_paper_figure():
+    # GLM paper, Figure 2: x = x1..x6, spans [x3] and [x5 x6]; Part B generates x5 x6 first.
+    x1, x2, x3, x4, x5, x6 = 11, 12, 13, 14, 15, 16
+    ex = blank_infilling(np.array([x1, x2, x3, x4, x5, x6]), [(2, 1), (4, 2)], M, S, E, order=[1, 0])
+    assert ex["input_ids"].tolist() == [x1, x2, M, x4, M, S, x5, x6, S, x3]
+    assert ex["targets"].tolist() == [IGNORE] * 5 + [x5, x6, E, x3, E]
+    # GLM's 2D positions: position 1 = (1 2 3 4 5 | 5 5 5 3 3), position 2 = (0 0 0 0 0 | 1 2 3 1 2);
+    # collapsed to 1D as their sum, counted from 0.
+    pos1 = [1, 2, 3, 4, 5, 5, 5, 5, 3, 3]
+    pos2 = [0, 0, 0, 0, 0, 1, 2, 3, 1, 2]
+    assert ex["position_ids"].tolist() == [a + b - 1 for a, b in zip(pos1, pos2)]
+    assert ex["n_context"] == 5
+    # Figure 2(d): Part A attends to all of Part A; Part B to Part A and, causally, Part B.
+    want = torch.tensor([
+        [1, 1, 1, 1, 1, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 1, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 1, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 1, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 1, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 1, 1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 0],
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(prefix_lm_mask(torch.tensor([5]), 10)[0, 0], want)
+
+
+def test_sampled_examples_fill_seq_len_and_cover_the_text():
+    bi = BlankInfilling(48, mask_id=M, gmask_id=93, sop_id=S, eop_id=E, seed=3)
+    window = np.arange(1000, 1049)
+    modes = set()
+    for sample in range(40):
+        ex = bi.example(window, sample)
+        ids, t = ex["input_ids"], ex["targets"]
+        assert len(ids) == len(t) == len(ex["position_ids"]) == 48
+        gmask = 93 in ids
+        modes.add(gmask)
+        n_spans = int((ids == S).sum())
+        assert n_spans == (1 if gmask else int((ids == M).sum()))
+        text = [i for i in ids[:ex["n_context"]] if i >= 1000] + [i for i in t if i >= 1000]
+        assert sorted(text) == list(range(1000, 1000 + 48 - 2 * n_spans))  # every text token, once
+        if gmask:  # the suffix is cut out: Part A is text then [gMASK]
+            assert ids[ex["n_context"] - 1] == 93
+    assert modes == {True, False}
+    assert bi.example(window, 5)["input_ids"].tolist() == bi.example(window, 5)["input_ids"].tolist()
+
+
+def test_causal_batches_shift_targets_and_blank_filler_rows():
+    b = causal_collate([np.arange(5), None], seq_len=4)
+    assert b["input_ids"][0].tolist() == [0, 1, 2, 3] and b["targets"][0].tolist() == [1, 2, 3, 4]
+    assert (b["targets"][1] == IGNORE).all()
+
+
+def _toy_corpus(rng, runs):
+    """Counting runs mod 40 (ids 100..139) with random starts: a blank is fixed by its context."""
+    out = []
+    for _ in range(runs):
+        start, length = rng.integers(0, 40), rng.integers(20, 60)
+        out += [100 + (start + j) % 40 for j in range(length)]
+    return np.array(out)
+
+
+@pytest.mark.slow
+def test_a_tiny_model_learns_to_fill_blanks(tmp_path):
+    rng = np.random.default_rng(0)
+    train_text, eval_text = _toy_corpus(rng, 1500), _toy_corpus(rng, 60)
+    T = 32
+    bi = BlankInfilling(T, mask_id=150, gmask_id=151, sop_id=152, eop_id=153, seed=1, gmask_fraction=0.0)
+    windows = (len(train_text) - 1) // T
+    collate = lambda items: bi.collate([(s, train_text[w * T:w * T + T + 1]) if (s, w) != (None, None) else None  # noqa: E731
+                                        for s, w in (i or (None, None) for i in items)])
+    cfg = TrainConfig.from_dict(dict(max_steps=400, lr=3e-3, warmup_steps=10, weight_decay=0.0, seq_len=T,
+                                     micro_batch_size=16, out_dir=str(tmp_path), save_every=0, eval_every=0, **QUIET))
+    torch.manual_seed(0)
+    model = GLM(GLMConfig.from_preset("nano", **{**TINY, "vocab_size": 160}))
+    Trainer(cfg, model, LMObjective(), StepBatches(window_plan(range(windows), 16, 0), collate, 16)).fit()
+
+    held = [(10_000 + i, eval_text[i * T:i * T + T + 1]) for i in range(40)]
+    batch = bi.collate(held)
+    with torch.no_grad():
+        pred = model.eval()(batch["input_ids"], attention_mask=batch["attention_mask"],
+                            position_ids=batch["position_ids"]).argmax(-1)
+    t = batch["targets"]
+    span = (t != IGNORE) & (t != 153)
+    accuracy = (pred[span] == t[span]).float().mean().item()
+    assert accuracy > 0.85, f"span tokens filled correctly: {accuracy:.2f} (chance 1/160)"
+
+
+@pytest.mark.parametrize("schedule,step,want", [
+    ("cosine", 0, 0.25), ("cosine", 3, 1.0), ("cosine", 4, 1.0),
+    ("cosine", 99, 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 95 / 96))),
+    ("wsd", 50, 1.0), ("wsd", 79, 1.0), ("wsd", 80, 1 - 0.9 / 20), ("wsd", 99, 0.1), ("constant", 70, 1.0),
+])
+def test_lr_schedule(schedule, step, want):
+    cfg = TrainConfig(max_steps=100, warmup_steps=4, schedule=schedule, min_lr_ratio=0.1, decay_fraction=0.2)
+    assert lr_factor(step, cfg) == pytest.approx(want)
