@@ -15,7 +15,6 @@ import torch
 
 from .sampling import Sampling, choose, penalize_repeats
 
-
 GREEDY = Sampling()
 
 
