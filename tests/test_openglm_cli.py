@@ -54,7 +54,7 @@ def test_generate_streams_the_same_text_as_the_api(checkpoint):
 
 
 def test_generate_on_the_nano_preset_runs():
-    r = runner.invoke(app, ["generate", "-n", "4", "hello"])
+    r = runner.invoke(app, ["generate", "--preset", "nano", "-n", "4", "hello"])
     assert r.exit_code == 0, r.output
     assert "RANDOM weights" in r.stderr
 

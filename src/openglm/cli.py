@@ -34,23 +34,29 @@ def _torch_dtype(d: DType):
     return None if d is DType.auto else getattr(torch, d.value)
 
 
-ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="checkpoint directory (any layout)")]
-PresetOpt = Annotated[str, typer.Option(help="preset to build with random weights when no --model is given")]
+ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="checkpoint directory (any layout); "
+                                               "default: the embedded nano agent model")]
+PresetOpt = Annotated[str | None, typer.Option(help="build this preset with random weights instead")]
 DTypeOpt = Annotated[DType, typer.Option(help="weight dtype (auto = as stored)")]
 
 
-def load_for_inference(model_dir: Path | None, preset: str = "nano", dtype: DType = DType.auto):
-    """(model, tokenizer) from a checkpoint directory, or a random-weight preset."""
+def load_for_inference(model_dir: Path | None, preset: str | None = None, dtype: DType = DType.auto):
+    """(model, tokenizer): a checkpoint directory; else a random-weight `preset`; else the embedded
+    nano agent model shipped in the package (random `nano` weights if none is shipped)."""
     import torch
 
     from .io import load_model
     from .model import GLM, GLMConfig
+    from .speedrun import EMBEDDED_DIR
     from .tokenizer import default_tokenizer, load_tokenizer
 
     torch.set_grad_enabled(False)
+    if model_dir is None and preset is None and (EMBEDDED_DIR / "config.json").exists():
+        model_dir = EMBEDDED_DIR
     if model_dir is None:
-        err.print(f"[yellow]no --model given: using the '{preset}' preset with RANDOM weights "
-                  "(its output is noise; pass --model DIR for a real checkpoint)[/yellow]")
+        preset = preset or "nano"
+        err.print(f"[yellow]using the '{preset}' preset with RANDOM weights (its output is noise; pass "
+                  "--model DIR for a trained checkpoint)[/yellow]")
         torch.manual_seed(0)
         model, tok = GLM(GLMConfig.from_preset(preset)), default_tokenizer()
         if model.config.vocab_size < tok.vocab_size:
@@ -81,7 +87,7 @@ def convert(
 def generate(
     prompt: Annotated[str, typer.Argument(help="the prompt (sent as a user turn unless --raw)")],
     model: ModelOpt = None,
-    preset: PresetOpt = "nano",
+    preset: PresetOpt = None,
     dtype: DTypeOpt = DType.auto,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 128,
     temperature: float = 0.0,
@@ -109,7 +115,7 @@ CHAT_HELP = "commands: /reset (forget the conversation), /system TEXT (set the s
 @app.command()
 def chat(
     model: ModelOpt = None,
-    preset: PresetOpt = "nano",
+    preset: PresetOpt = None,
     dtype: DTypeOpt = DType.auto,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n")] = 512,
     temperature: float = 0.0,
@@ -159,7 +165,7 @@ def chat(
 
 
 @app.command()
-def info(model: ModelOpt = None, preset: PresetOpt = "glm-4-9b-chat") -> None:
+def info(model: ModelOpt = None, preset: Annotated[str, typer.Option()] = "glm-4-9b-chat") -> None:
     """Print a model's configuration and parameter count (presets are built on the meta device)."""
     import torch
 
@@ -171,6 +177,28 @@ def info(model: ModelOpt = None, preset: PresetOpt = "glm-4-9b-chat") -> None:
     for k, v in cfg.to_dict().items():
         print(f"{k:18s} {v}")
     print(f"{'parameters':18s} {n:,}")
+
+
+@app.command()
+def speedrun(
+    out: Annotated[Path, typer.Option(help="run directory (rerun the same command to resume)")] = Path(
+        "runs/speedrun"),
+    preset: Annotated[str, typer.Option(help="budget preset: nano (the shipped model, <= 60 min on 2 cores) "
+                                             "or tiny (a smoke test)")] = "nano",
+    seed: int = 0,
+    install: Annotated[bool, typer.Option(help="copy the result into the package as the embedded "
+                                               "default model")] = False,
+) -> None:
+    """Every stage end to end: data, tokenizer, pre-training, agent SFT, DPO, evaluation, report."""
+    from .speedrun import PRESETS, Speedrun
+    from .speedrun import install as install_model
+
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"unknown speedrun preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    report = Speedrun(out, preset="nano", seed=seed, budget=PRESETS[preset]).run()
+    err.print(f"report: {report}")
+    if install:
+        err.print(f"installed as the embedded model: {install_model(out / 'final')}")
 
 
 def _mount_stage_apps() -> None:

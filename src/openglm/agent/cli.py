@@ -37,7 +37,7 @@ DEFAULT_HOME = Path(os.environ.get("OPENGLM_HOME", Path.home() / ".openglm")) / 
 def agent(
     task: Annotated[str | None, typer.Argument(help="the task; without one, an interactive session starts")] = None,
     model: Annotated[Path | None, typer.Option("--model", "-m", help="local checkpoint directory")] = None,
-    preset: Annotated[str, typer.Option(help="random-weight preset when neither --model nor --endpoint")] = "nano",
+    preset: Annotated[str | None, typer.Option(help="random-weight preset instead of the embedded model")] = None,
     endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1")]
     = None,
     api_key: Annotated[str | None, typer.Option(envvar="OPENGLM_API_KEY", show_default=False,

@@ -1,0 +1,269 @@
+"""`openglm speedrun`: raw bilingual text -> tokenizer -> pre-training -> agent SFT -> DPO -> eval.
+
+Every stage writes into OUT/<stage>/ and leaves OUT/<stage>/DONE when it finishes, so a killed
+run resumes at the stage it was in (training stages also resume from their last checkpoint).
+
+    data        the data recipe over the shipped sample corpus (no packing: the tokenizer is next)
+    tokenizer   a byte-level BPE learned on the cleaned corpus plus rendered agent conversations
+                (so GLM-4's fixed tool prompts compress), GLM-4's special tokens after it
+    pretrain    causal LM on the cleaned corpus
+    sft         synthetic agent tasks (AgentTuning in miniature) mixed with general text
+    dpo         synthetic preference pairs plus Self-Contrast negatives sampled from the SFT model
+    eval        held-out tasks through the real agent, with and without tools
+    report      report.md + loss curves (PNG) + results table; final/ is the model to ship
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console(stderr=True)
+EMBEDDED_DIR = Path(__file__).resolve().parent / "assets" / "nano_agent"
+
+
+@dataclass
+class Budget:
+    """Sizes of each stage; `nano` fits 60 minutes on 2 CPU cores."""
+
+    vocab_size: int = 8192
+    pretrain_steps: int = 150
+    pretrain_seq_len: int = 512
+    sft_tasks: int = 16000
+    sft_text_fraction: float = 0.1
+    sft_steps: int = 1300
+    dpo_pairs: int = 1500
+    self_contrast: int = 150
+    dpo_steps: int = 60
+    eval_tasks: int = 100
+
+
+PRESETS = {"nano": Budget(), "tiny": Budget(vocab_size=2048, pretrain_steps=4, sft_tasks=120, sft_steps=6,
+                                             dpo_pairs=24, self_contrast=2, dpo_steps=2, eval_tasks=3)}
+
+
+@dataclass
+class Speedrun:
+    out: Path
+    preset: str = "nano"
+    seed: int = 0
+    budget: Budget = field(default_factory=Budget)
+    timings: dict = field(default_factory=dict)
+
+    def stage_dir(self, name: str) -> Path:
+        return self.out / name
+
+    def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "speedrun.json").write_text(json.dumps(
+            {"preset": self.preset, "seed": self.seed, "budget": asdict(self.budget)}, indent=2))
+        for name in ("data", "tokenizer", "pretrain", "sft", "dpo", "eval"):
+            self._stage(name, getattr(self, f"stage_{name}"))
+        return self.report()
+
+    def _stage(self, name: str, fn) -> None:
+        d = self.stage_dir(name)
+        if (d / "DONE").exists():
+            console.print(f"[green]{name}: done already, skipped[/green]")
+            return
+        d.mkdir(parents=True, exist_ok=True)
+        console.rule(f"speedrun: {name}")
+        t0 = time.time()
+        fn(d)
+        seconds = time.time() - t0
+        (d / "DONE").write_text(json.dumps({"seconds": round(seconds, 1)}))
+
+    # ---- stages ----------------------------------------------------------------------
+    def stage_data(self, d: Path) -> None:
+        from openglm.data import run_recipe
+        from openglm.data.readers import open_binary
+        from openglm.data.recipe import parse_recipe
+
+        stages = ["normalize", {"langid": {"keep": ["zh", "en", "code"]}}, "quality", "safety", "pii", "exact_dedup",
+                  {"fuzzy_dedup": {"threshold": 0.6}}, {"mix": {"weights": {"peoples_daily_1998": 1.5}}}]
+        recipe = parse_recipe({"name": "speedrun", "output": str(d / "out"), "inputs": [{"sample": "train"}],
+                               "stages": stages}, base_dir=d)
+        run_recipe(recipe)
+        with open(d / "corpus.txt", "w", encoding="utf-8") as out:
+            for path in sorted((d / "out" / "docs").glob("*.jsonl*")):
+                with open_binary(path) as f:
+                    for line in f:
+                        out.write(json.loads(line)["text"].strip() + "\n\n")
+
+    def stage_tokenizer(self, d: Path) -> None:
+        from openglm.chat import SPECIAL_TOKENS, render
+        from openglm.data.synth import generate_tasks
+        from openglm.tokenizer import Tokenizer, train_bpe
+
+        corpus = (self.stage_dir("data") / "corpus.txt").read_text(encoding="utf-8").split("\n\n")
+        tasks = generate_tasks(2000, seed=self.seed + 1)
+        texts = corpus + [render(t.messages, add_generation_prompt=False) for t in tasks]
+        ranks = train_bpe(texts, self.budget.vocab_size - len(SPECIAL_TOKENS))
+        Tokenizer(ranks, name=f"openglm-{self.preset}").save(d)
+
+    def _train_cfg(self, cls, d: Path, **kw):
+        return cls(tokenizer=str(self.stage_dir("tokenizer")), out_dir=str(d), seed=self.seed,
+                   precision="bf16", tensorboard=False, resume=(d / "checkpoints").exists(), **kw)
+
+    def stage_pretrain(self, d: Path) -> None:
+        from openglm.train import TrainConfig, run_pretrain
+
+        b = self.budget
+        cfg = self._train_cfg(TrainConfig, d, model=self.preset,
+                              model_overrides={"vocab_size": b.vocab_size, **_special_ids(b.vocab_size)},
+                              train_data=[str(self.stage_dir("data") / "corpus.txt")], seq_len=b.pretrain_seq_len,
+                              micro_batch_size=8, max_steps=b.pretrain_steps, lr=3e-3, warmup_steps=10,
+                              eval_every=0, save_every=50)
+        run_pretrain(cfg)
+
+    def stage_sft(self, d: Path) -> None:
+        from openglm.data.synth import generate_tasks, write_jsonl
+        from openglm.train import SFTConfig, run_sft
+
+        b = self.budget
+        tasks = generate_tasks(b.sft_tasks, seed=self.seed)
+        write_jsonl(tasks, d / "agent.jsonl")
+        _general_text_chats(self.stage_dir("data") / "corpus.txt", d / "text.jsonl",
+                            int(b.sft_tasks * b.sft_text_fraction), self.seed)
+        cfg = self._train_cfg(SFTConfig, d, model=str(self.stage_dir("pretrain") / "final"),
+                              train_data=[str(d / "agent.jsonl"), str(d / "text.jsonl")], eval_fraction=0.01,
+                              seq_len=1024, packing=True, micro_batch_size=4, max_steps=b.sft_steps, lr=3e-3,
+                              warmup_steps=30, eval_every=0, save_every=100)
+        run_sft(cfg)
+
+    def stage_dpo(self, d: Path) -> None:
+        from openglm.data.synth import generate_tasks, preference_pairs
+        from openglm.train import DPOConfig, run_dpo
+
+        b = self.budget
+        tasks = generate_tasks(b.dpo_pairs, seed=self.seed + 2)
+        pairs = preference_pairs(tasks, seed=self.seed)[: b.dpo_pairs]
+        pairs += self_contrast_pairs(self.stage_dir("sft") / "final", tasks[: b.self_contrast])
+        with open(d / "pairs.jsonl", "w", encoding="utf-8") as f:
+            for p in pairs:
+                f.write(json.dumps(p, ensure_ascii=False) + "\n")
+        cfg = self._train_cfg(DPOConfig, d, model=str(self.stage_dir("sft") / "final"),
+                              train_data=[str(d / "pairs.jsonl")], eval_fraction=0.02, seq_len=1024,
+                              micro_batch_size=4, max_steps=b.dpo_steps, lr=2e-5, warmup_steps=5, beta=0.1,
+                              eval_every=0, save_every=50)
+        run_dpo(cfg)
+
+    def stage_eval(self, d: Path) -> None:
+        from openglm.agent import LocalBackend
+        from openglm.data.synth import generate_tasks
+        from openglm.eval.agent import evaluate, markdown, to_json
+        from openglm.io import load_model
+        from openglm.tokenizer import load_tokenizer
+
+        final = self.stage_dir("dpo") / "final"
+        model, tok = load_model(final).eval().pack_weights(), load_tokenizer(final)
+        summary = evaluate(LocalBackend(model, tok), generate_tasks(self.budget.eval_tasks, seed=self.seed,
+                                                                    split="heldout"))
+        (d / "summary.json").write_text(to_json(summary))
+        (d / "summary.md").write_text(markdown(summary) + "\n")
+
+    # ---- report ------------------------------------------------------------------------
+    def report(self) -> Path:
+        """report.md, curves.png and final/ (bf16 model + tokenizer, the shippable checkpoint)."""
+        from openglm.io import load_model, save_model
+        from openglm.tokenizer import load_tokenizer
+
+        final = self.out / "final"
+        src = self.stage_dir("dpo") / "final"
+        import torch
+
+        save_model(load_model(src), final, layout="hf", dtype=torch.bfloat16)
+        load_tokenizer(src).save(final)
+        plot_curves(self.out, [self.stage_dir(s) / "log.jsonl" for s in ("pretrain", "sft", "dpo")])
+        rows = []
+        total = 0.0
+        for s in ("data", "tokenizer", "pretrain", "sft", "dpo", "eval"):
+            sec = json.loads((self.stage_dir(s) / "DONE").read_text())["seconds"]
+            total += sec
+            rows.append(f"| {s} | {sec / 60:.1f} |")
+        size = sum(f.stat().st_size for f in final.glob("*.safetensors")) / 1e6
+        md = [f"# openglm speedrun ({self.preset}, seed {self.seed})", "",
+              "| stage | minutes |", "|---|---|", *rows, f"| **total** | **{total / 60:.1f}** |", "",
+              f"Checkpoint: `{final}` ({size:.1f} MB of bf16 weights).", "",
+              "## Held-out agent evaluation", "", (self.stage_dir("eval") / "summary.md").read_text(), "",
+              "![loss curves](curves.png)", ""]
+        (self.out / "report.md").write_text("\n".join(md))
+        console.print("\n".join(md))
+        return self.out / "report.md"
+
+
+def _special_ids(vocab: int) -> dict:
+    """pad/eos ids of a tokenizer whose 14 GLM-4 specials end its vocabulary."""
+    base = vocab - 14
+    return {"pad_token_id": base, "eos_token_ids": [base, base + 7, base + 9]}
+
+
+def _general_text_chats(corpus: Path, out: Path, n: int, seed: int) -> None:
+    """General text in chat form (continue a passage), so SFT keeps the model's language."""
+    paragraphs = [p for p in corpus.read_text(encoding="utf-8").split("\n\n") if 200 <= len(p) <= 1200]
+    rng = random.Random(seed)
+    with open(out, "w", encoding="utf-8") as f:
+        for p in rng.sample(paragraphs, min(n, len(paragraphs))):
+            cut = len(p) // 3
+            ask = "请续写下面的文字：" if any("\u4e00" <= ch <= "\u9fff" for ch in p[:50]) else "Continue the text: "
+            msgs = [{"role": "user", "content": ask + p[:cut]}, {"role": "assistant", "content": p[cut:]}]
+            f.write(json.dumps({"messages": msgs}, ensure_ascii=False) + "\n")
+
+
+def self_contrast_pairs(model_dir: Path, tasks) -> list[dict]:
+    """Self-Contrast: sample the SFT model on training prompts; a sampled first action that differs
+    from the reference becomes a rejected reply (feedback-free negatives)."""
+    from openglm.chat import parse_assistant
+    from openglm.infer import generate
+    from openglm.io import load_model
+    from openglm.tokenizer import load_tokenizer
+
+    model, tok = load_model(model_dir).eval().pack_weights(), load_tokenizer(model_dir)
+    pairs = []
+    for i, t in enumerate(tasks):
+        action = t.messages[len(t.prompt)]
+        text = generate(model, tok, t.prompt, 96, temperature=1.0, top_p=0.95, seed=i)
+        metadata, _, body = text.partition("\n")
+        sampled = {"role": "assistant", "metadata": metadata.strip(), "content": body}
+        want = parse_assistant(f"{action['metadata']}\n{action['content']}")
+        got = parse_assistant(text)
+        if got.error or got.tool_calls != want.tool_calls or (not want.tool_calls and got.content != want.content):
+            pairs.append({"messages": t.prompt, "chosen": action, "rejected": sampled, "kind": "self_contrast"})
+    return pairs
+
+
+def plot_curves(out: Path, logs: list[Path]) -> Path:
+    """One PNG with the training loss of every stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(logs), figsize=(4 * len(logs), 3))
+    for ax, log in zip(axes, logs):
+        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+        pts = [(r["step"], r["loss"]) for r in rows if "loss" in r and "step" in r]
+        if pts:
+            ax.plot(*zip(*pts))
+        ax.set_title(log.parent.name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def install(final: Path, target: Path = EMBEDDED_DIR) -> Path:
+    """Copy a finished speedrun's final/ into the package as the embedded default model."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(final, target)
+    return target
