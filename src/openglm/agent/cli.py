@@ -47,7 +47,8 @@ def agent(
     = "python,browser",
     functions: Annotated[list[Path] | None, typer.Option(help="Python file with @function_tool functions")] = None,
     mcp: Annotated[list[str] | None, typer.Option(help="MCP server: a command line (stdio) or an http(s) URL")] = None,
-    docs: Annotated[Path | None, typer.Option(help="folder of documents the browser searches (offline)")] = None,
+    docs: Annotated[Path | None, typer.Option(help="folder of documents the browser searches (offline; default: "
+                                                   "the shipped sample collection)")] = None,
     searxng: Annotated[str | None, typer.Option(help="SearxNG base URL for browser searches instead of --docs")]
     = None,
     allow: Annotated[list[str] | None, typer.Option(help="host or network the browser may reach although private")]
@@ -135,13 +136,17 @@ def _builtin_tools(chosen, files: Path, docs, searxng, allow, images_endpoint, i
         out.append(PythonTool(files / "data", files / "outputs", SandboxLimits(timeout_s=python_timeout),
                               sandbox=not no_sandbox))
     if "browser" in chosen:
+        results = 10
         if searxng:
             engine = SearxNGSearch(searxng)
         elif docs:
             engine = LocalSearch(docs)
-        else:
-            raise typer.BadParameter("the browser needs --docs DIR (offline) or --searxng URL", param_hint="--tools")
-        out.append(BrowserTool(engine, Fetcher(allow=allow)))
+        else:  # the shipped collection the embedded model was trained on (with its result count)
+            from openglm.data.synth import world
+            from openglm.data.synth.tasks import BROWSER_RESULTS
+
+            engine, results = LocalSearch(world.DOCS_DIR), BROWSER_RESULTS
+        out.append(BrowserTool(engine, Fetcher(allow=allow), results=results))
     if "cogview" in chosen:
         if diffusers:
             images = DiffusersImages(diffusers)
