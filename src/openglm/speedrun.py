@@ -37,9 +37,9 @@ class Budget:
     pretrain_seq_len: int = 512
     sft_tasks: int = 16000
     sft_text_fraction: float = 0.1
-    sft_steps: int = 1300
+    sft_steps: int = 2600
     dpo_pairs: int = 1500
-    self_contrast: int = 150
+    self_contrast: int = 40
     dpo_steps: int = 60
     eval_tasks: int = 100
 
