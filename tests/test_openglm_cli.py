@@ -57,6 +57,7 @@ def test_generate_on_the_nano_preset_runs():
     r = runner.invoke(app, ["generate", "--preset", "nano", "-n", "4", "hello"])
     assert r.exit_code == 0, r.output
     assert "RANDOM weights" in r.stderr
+    assert torch.is_grad_enabled()  # the command must not switch autograd off for its caller
 
 
 def test_chat_keeps_history_and_handles_commands(checkpoint):

@@ -50,7 +50,6 @@ def load_for_inference(model_dir: Path | None, preset: str | None = None, dtype:
     from .speedrun import EMBEDDED_DIR
     from .tokenizer import default_tokenizer, load_tokenizer
 
-    torch.set_grad_enabled(False)
     if model_dir is None and preset is None and (EMBEDDED_DIR / "config.json").exists():
         model_dir = EMBEDDED_DIR
     if model_dir is None:

@@ -98,8 +98,8 @@ def test_interactive_mode_with_functions_and_a_confirmation_prompt(main, http_se
 def test_bad_options_are_explained(main, tmp_path):
     r = runner.invoke(main, ["agent", "--tools", "python,shell", "--home", str(tmp_path), "x"])
     assert r.exit_code != 0 and "unknown tool 'shell'" in r.output
-    r = runner.invoke(main, ["agent", "--tools", "browser", "--home", str(tmp_path), "x"])
-    assert r.exit_code != 0 and "--docs" in r.output
+    r = runner.invoke(main, ["agent", "--tools", "cogview", "--home", str(tmp_path), "x"])
+    assert r.exit_code != 0 and "--images-endpoint" in r.output
 
 
 def test_local_model_from_the_command_line(main, tmp_path):
