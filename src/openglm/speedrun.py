@@ -37,7 +37,7 @@ class Budget:
     pretrain_seq_len: int = 512
     sft_tasks: int = 16000
     sft_text_fraction: float = 0.1
-    sft_steps: int = 2600
+    sft_steps: int = 1300
     dpo_pairs: int = 1500
     self_contrast: int = 40
     dpo_steps: int = 60
