@@ -101,11 +101,19 @@ def generate(
 
     m, tok = load_for_inference(model, preset, dtype)
     prompt_in = prompt if raw else [{"role": "user", "content": prompt}]
-    for delta in gen(m, tok, prompt_in, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                     repetition_penalty=repetition_penalty, seed=seed, stream=True):
+    _print_stream(gen(m, tok, prompt_in, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                      repetition_penalty=repetition_penalty, seed=seed, stream=True))
+
+
+def _print_stream(deltas) -> str:
+    """Write text deltas to stdout as they come; return the whole text."""
+    text = ""
+    for delta in deltas:
+        text += delta
         sys.stdout.write(delta)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    return text
 
 
 CHAT_HELP = "commands: /reset (forget the conversation), /system TEXT (set the system prompt), /exit"
@@ -153,13 +161,8 @@ def chat(
         history.append({"role": "user", "content": text})
         messages = ([{"role": "system", "content": system}] if system else []) + history
         sys.stdout.write("assistant> ")
-        reply = ""
-        for delta in gen(m, tok, messages, max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                         stream=True):
-            reply += delta
-            sys.stdout.write(delta)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
+        reply = _print_stream(gen(m, tok, messages, max_new_tokens, temperature=temperature, top_p=top_p,
+                                  seed=seed, stream=True))
         history.append({"role": "assistant", "content": reply})
 
 
