@@ -146,12 +146,18 @@ def run_pretrain(cfg: TrainConfig) -> dict:
     return result
 
 
-def run_sft(cfg: SFTConfig) -> dict:
-    """Supervised fine-tuning on official-format conversations (assistant-only loss)."""
+def _start(cfg: TrainConfig):
+    """Process group, tokenizer and starting model of a fine-tuning stage."""
     info = D.init_distributed(cfg.device)
     tok = get_tokenizer(cfg)
     model = build_model(cfg, info.device)
     _check_vocab(tok, model)
+    return info, tok, model
+
+
+def run_sft(cfg: SFTConfig) -> dict:
+    """Supervised fine-tuning on official-format conversations (assistant-only loss)."""
+    info, tok, model = _start(cfg)
     examples, report = load_conversations(cfg.train_data, tok, cfg.seq_len, cfg.skip_invalid)
     if cfg.eval_data:
         held, _ = load_conversations(cfg.eval_data, tok, cfg.seq_len, cfg.skip_invalid)
@@ -177,10 +183,7 @@ def run_sft(cfg: SFTConfig) -> dict:
 
 def run_dpo(cfg: DPOConfig) -> dict:
     """DPO on preference pairs against the starting model as reference."""
-    info = D.init_distributed(cfg.device)
-    tok = get_tokenizer(cfg)
-    model = build_model(cfg, info.device)
-    _check_vocab(tok, model)
+    info, tok, model = _start(cfg)
     pairs, report = PreferencePairs.load(cfg.train_data, tok, cfg.seq_len, cfg.skip_invalid)
     if cfg.eval_data:
         held, _ = PreferencePairs.load(cfg.eval_data, tok, cfg.seq_len, cfg.skip_invalid)
