@@ -11,8 +11,6 @@ read bandwidth measured here (a streaming sum over 1 GB).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import best_time, machine, make_pair  # noqa: E402
+from common import arg_parser, best_time, machine, make_pair, report  # noqa: E402
 
 from openglm.infer import Sampling, generate_ids  # noqa: E402
 
@@ -91,17 +89,13 @@ def run(threads: int, tokens: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=2)
+    ap = arg_parser(__doc__)
     ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
     t0 = time.time()
     out = run(args.threads, args.tokens)
-    print(f"ratio fp32 {out['ratio']:.2f}  bf16 {out['ratio_bf16']:.2f}  (read bandwidth "
-          f"{out['results']['read_bandwidth_gbs']:.1f} GB/s; {time.time() - t0:.0f} s)")
-    if args.json:
-        print(json.dumps(out))
+    report(f"ratio fp32 {out['ratio']:.2f}  bf16 {out['ratio_bf16']:.2f}  (read bandwidth "
+           f"{out['results']['read_bandwidth_gbs']:.1f} GB/s; {time.time() - t0:.0f} s)", out, args.json)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,13 @@ figure quoted in the issue, `ratio`) and with logits_to_keep=1 (the same work; `
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import best_time, machine, make_pair  # noqa: E402
+from common import arg_parser, best_time, machine, make_pair, report  # noqa: E402
 
 SHAPES = [(1, 512), (8, 128)]
 
@@ -58,16 +56,12 @@ def run(threads: int, repeats: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=2)
+    ap = arg_parser(__doc__)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
     out = run(args.threads, args.repeats)
-    print(f"ratio (fp32 1x512, openglm/transformers) {out['ratio']:.2f}  bf16 {out['ratio_bf16']:.2f}  "
-          f"same work: fp32 {out['ratio_same_work']:.2f} bf16 {out['ratio_bf16_same_work']:.2f}")
-    if args.json:
-        print(json.dumps(out))
+    report(f"ratio (fp32 1x512, openglm/transformers) {out['ratio']:.2f}  bf16 {out['ratio_bf16']:.2f}  "
+           f"same work: fp32 {out['ratio_same_work']:.2f} bf16 {out['ratio_bf16_same_work']:.2f}", out, args.json)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ peak is a measured 2048^3 bf16 matmul on this machine.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from contextlib import nullcontext
@@ -25,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, make_pair  # noqa: E402
+from common import arg_parser, machine, make_pair, report  # noqa: E402
 
 from openglm.train import TrainConfig  # noqa: E402
 from openglm.train.objectives import LMObjective  # noqa: E402
@@ -109,17 +107,13 @@ def run(threads: int, repeats: int, compile_ours: bool) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=2)
+    ap = arg_parser(__doc__)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="torch.compile the openglm model (trainer option)")
-    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
     out = run(args.threads, args.repeats, args.compile)
-    print(f"peak bf16 matmul {out['peak_bf16_flops'] / 1e9:.0f} GFLOP/s; {out['params'] / 1e6:.1f}M params; "
-          f"ratio openglm/transformers bf16 {out['ratio']:.2f}  fp32 {out['ratio_fp32']:.2f}")
-    if args.json:
-        print(json.dumps(out))
+    report(f"peak bf16 matmul {out['peak_bf16_flops'] / 1e9:.0f} GFLOP/s; {out['params'] / 1e6:.1f}M params; "
+           f"ratio openglm/transformers bf16 {out['ratio']:.2f}  fp32 {out['ratio_fp32']:.2f}", out, args.json)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ transformers with the same random weights."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import platform
 import tempfile
 import time
@@ -47,3 +49,18 @@ def best_time(fn, repeats: int = 3, warmup: int = 1) -> float:
 
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def arg_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every model benchmark has: --threads and --json."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    return ap
+
+
+def report(summary: str, out: dict, as_json: bool) -> None:
+    """Print the human summary, then (with --json) the result as the last line."""
+    print(summary)
+    if as_json:
+        print(json.dumps(out))
