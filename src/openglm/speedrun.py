@@ -171,13 +171,13 @@ class Speedrun:
     # ---- report ------------------------------------------------------------------------
     def report(self) -> Path:
         """report.md, curves.png and final/ (bf16 model + tokenizer, the shippable checkpoint)."""
+        import torch
+
         from openglm.io import load_model, save_model
         from openglm.tokenizer import load_tokenizer
 
         final = self.out / "final"
         src = self.stage_dir("dpo") / "final"
-        import torch
-
         save_model(load_model(src), final, layout="hf", dtype=torch.bfloat16)
         load_tokenizer(src).save(final)
         plot_curves(self.out, [self.stage_dir(s) / "log.jsonl" for s in ("pretrain", "sft", "dpo")])

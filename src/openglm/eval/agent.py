@@ -18,14 +18,12 @@ import json
 import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from functools import cache
 
 import jsonschema
 
 from openglm.data.synth import Task, world
 from openglm.data.synth.tasks import BROWSER_RESULTS, run_python
-
-BUILTINS = ("python", "simple_browser")
-
 
 @dataclass
 class TaskResult:
@@ -45,9 +43,17 @@ def tool_name(spec: dict) -> str:
     return spec["function"]["name"] if spec["type"] == "function" else spec["type"]
 
 
+@cache
+def _collection():
+    """The BM25 index over the shipped documents, built once for all tasks (pages live per BrowserTool)."""
+    from openglm.agent.tools import LocalSearch
+
+    return LocalSearch(world.DOCS_DIR)
+
+
 def make_tools(specs: list[dict], workdir: str, python=None):
     """Tools for these specs, in order; `python` lets several tasks share one kernel."""
-    from openglm.agent.tools import BrowserTool, FunctionTool, LocalSearch, PythonTool
+    from openglm.agent.tools import BrowserTool, FunctionTool, PythonTool
 
     tools = []
     for spec in specs:
@@ -55,7 +61,7 @@ def make_tools(specs: list[dict], workdir: str, python=None):
         if name == "python":
             tools.append(python or PythonTool(workdir))
         elif name == "simple_browser":
-            tools.append(BrowserTool(LocalSearch(world.DOCS_DIR), results=BROWSER_RESULTS))
+            tools.append(BrowserTool(_collection(), results=BROWSER_RESULTS))
         else:
             s = world.FUNCTION_SCHEMAS[name]
             tools.append(FunctionTool(name, s["description"], s["parameters"], world.FUNCTIONS[name]))
@@ -96,7 +102,7 @@ def arguments_match(name: str, got, want) -> bool:
 
 def evaluate_task(backend, task: Task, python=None, with_baseline: bool = True, limits=None) -> TaskResult:
     """Run one task with its tools (and once more without any); score it."""
-    from openglm.agent import Agent, FinalEvent, Limits, ObservationEvent, ToolCallEvent
+    from openglm.agent import Agent, FinalEvent, Limits, ToolCallEvent
 
     limits = limits or Limits(max_steps=6, max_turn_tokens=256, max_seconds=120)
     specs = task.messages[0]["tools"] if task.messages[0]["role"] == "system" else []
@@ -114,8 +120,6 @@ def evaluate_task(backend, task: Task, python=None, with_baseline: bool = True, 
                 first = first or event
             elif isinstance(event, FinalEvent):
                 res.final, res.reason = event.content, event.reason
-            elif isinstance(event, ObservationEvent):
-                pass
         for tool in tools:
             if tool is not python:
                 tool.close()
