@@ -25,6 +25,7 @@ import jsonschema
 from openglm.data.synth import Task, world
 from openglm.data.synth.tasks import BROWSER_RESULTS, run_python
 
+
 @dataclass
 class TaskResult:
     kind: str
