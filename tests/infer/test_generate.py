@@ -75,6 +75,7 @@ def test_stop_string_cuts_text_and_streaming_agrees(pair, tok):
     stop = full[10:14]
     cut = openglm.generate(ours, tok, prompt, 40, stop_ids=[], stop=[stop])
     assert cut == full[: full.find(stop)]
+    assert openglm.generate(ours, tok, [prompt, prompt], 40, stop_ids=[], stop=[stop]) == [cut, cut]
     streamed = "".join(openglm.generate(ours, tok, prompt, 40, stop_ids=[], stop=[stop], stream=True))
     assert streamed == cut
     assert "".join(openglm.generate(ours, tok, prompt, 40, stop_ids=[], stream=True)) == full

@@ -181,9 +181,12 @@ def complete(model, tok, prompt, max_new_tokens: int = 256, *, sampling: Samplin
                 out.finish_reason = "stop"
     for out in outs:
         ids = out.token_ids[:-1] if out.finish_reason == "stop" else out.token_ids
-        text = tok.decode(ids, skip_special=True)
-        cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
-        out.text, out.finish_reason = (text[:cut], "stop") if cut >= 0 else (text, out.finish_reason)
+        stopper = _StopStrings(stop)
+        out.text = stopper.feed(tok.decode(ids, skip_special=True))
+        if stopper.hit:
+            out.finish_reason = "stop"
+        else:
+            out.text += stopper.flush()
     return outs
 
 
