@@ -14,6 +14,7 @@ from openglm.train.objectives import (
     blank_infilling,
     causal_collate,
     prefix_lm_mask,
+    token_logprobs,
 )
 from openglm.train.trainer import lr_factor
 from tests.train.conftest import QUIET, TINY
@@ -117,3 +118,26 @@ def test_a_tiny_model_learns_to_fill_blanks(tmp_path):
 def test_lr_schedule(schedule, step, want):
     cfg = TrainConfig(max_steps=100, warmup_steps=4, schedule=schedule, min_lr_ratio=0.1, decay_fraction=0.2)
     assert lr_factor(step, cfg) == pytest.approx(want)
+
+
+def test_token_logprobs_skip_positions_without_targets_but_equal_the_full_head():
+    """Logits only where there is a target (SFT's speed-up) give the same values and gradients."""
+    torch.manual_seed(0)
+    model = GLM(GLMConfig.from_preset("nano", **TINY, vocab_size=301))
+    ids = torch.randint(0, 301, (2, 12))
+    targets = torch.randint(0, 301, (2, 12))
+    targets[0, :7] = IGNORE
+    targets[1, 3:5] = IGNORE
+    batch = {"input_ids": ids, "targets": targets}
+
+    got = token_logprobs(model, batch)
+    got.sum().backward()
+    grad = model.lm_head.weight.grad.clone()
+    model.zero_grad()
+
+    full = torch.log_softmax(model(ids), -1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    want = full.masked_fill(targets == IGNORE, 0.0)
+    want.sum().backward()
+    assert (got[targets == IGNORE] == 0).all()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, model.lm_head.weight.grad, atol=1e-5, rtol=1e-5)

@@ -216,12 +216,16 @@ class GLM(nn.Module):
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
         logits_to_keep: int = 0,
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids [B, T]; attention_mask [B, past+T] of 1 (token) / 0 (left padding), or a
         ready boolean [B, 1, T, past+T] mask (True = attend) for packed documents or GLM's
         bidirectional-prefix blank infilling; position_ids [B, T] (default: from a 2D mask, so
         left padding starts at position 0); cache: a KVCache to read and extend;
-        logits_to_keep: only the last N positions (0 = all).
+        logits_to_keep: only the last N positions (0 = all);
+        logits_at: a boolean [B, T] mask; only those positions' logits, flattened to [N, vocab]
+        (training: positions without a target need no output head, the costliest matmul of a
+        small model).
         """
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
@@ -246,6 +250,8 @@ class GLM(nn.Module):
             cache.length += T
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
+        if logits_at is not None:
+            x = x[logits_at]
         return self.lm_head(self.final_norm(x)).float()
 
     @staticmethod

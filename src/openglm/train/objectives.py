@@ -67,12 +67,17 @@ class LMObjective:
 
 
 def token_logprobs(model, batch: dict) -> torch.Tensor:
-    """log p(target) per position [B, T] (0 where there is no target)."""
-    logits = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                   position_ids=batch.get("position_ids"))
+    """log p(target) per position [B, T] (0 where there is no target).
+
+    Logits are computed only where there is a target: in SFT most positions (system prompt,
+    user and observation turns) have none.
+    """
     targets = batch["targets"]
-    nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none")
-    return -nll.view_as(targets)
+    has_target = targets != IGNORE
+    logits = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                   position_ids=batch.get("position_ids"), logits_at=has_target)
+    nll = F.cross_entropy(logits, targets[has_target], reduction="none")
+    return torch.zeros(targets.shape, dtype=nll.dtype, device=nll.device).masked_scatter(has_target, -nll)
 
 
 def token_loss_sum(model, batch: dict) -> torch.Tensor:
