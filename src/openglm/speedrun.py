@@ -33,11 +33,12 @@ class Budget:
     """Sizes of each stage; `nano` fits 60 minutes on 2 CPU cores."""
 
     vocab_size: int = 8192
-    pretrain_steps: int = 150
-    pretrain_seq_len: int = 512
-    sft_tasks: int = 16000
+    pretrain_steps: int = 600
+    pretrain_seq_len: int = 256
+    pretrain_repeat_fraction: float = 0.5  # passages written twice: teaches copying (induction)
+    sft_tasks: int = 24000
     sft_text_fraction: float = 0.1
-    sft_steps: int = 1300
+    sft_steps: int = 2800
     dpo_pairs: int = 1500
     self_contrast: int = 40
     dpo_steps: int = 60
@@ -99,13 +100,13 @@ class Speedrun:
     def stage_tokenizer(self, d: Path) -> None:
         from openglm.chat import SPECIAL_TOKENS, render
         from openglm.data.synth import generate_tasks
-        from openglm.tokenizer import Tokenizer, train_bpe
+        from openglm.tokenizer import COPY_FRIENDLY_PAT_STR, Tokenizer, train_bpe
 
         corpus = (self.stage_dir("data") / "corpus.txt").read_text(encoding="utf-8").split("\n\n")
         tasks = generate_tasks(2000, seed=self.seed + 1)
         texts = corpus + [render(t.messages, add_generation_prompt=False) for t in tasks]
-        ranks = train_bpe(texts, self.budget.vocab_size - len(SPECIAL_TOKENS))
-        Tokenizer(ranks, name=f"openglm-{self.preset}").save(d)
+        ranks = train_bpe(texts, self.budget.vocab_size - len(SPECIAL_TOKENS), pat_str=COPY_FRIENDLY_PAT_STR)
+        Tokenizer(ranks, pat_str=COPY_FRIENDLY_PAT_STR, name=f"openglm-{self.preset}").save(d)
 
     def _train_cfg(self, cls, d: Path, **kw):
         return cls(tokenizer=str(self.stage_dir("tokenizer")), out_dir=str(d), seed=self.seed,
@@ -115,9 +116,11 @@ class Speedrun:
         from openglm.train import TrainConfig, run_pretrain
 
         b = self.budget
+        text = d / "corpus_repeats.txt"
+        _with_repeats(self.stage_dir("data") / "corpus.txt", text, b.pretrain_repeat_fraction, self.seed)
         cfg = self._train_cfg(TrainConfig, d, model=self.preset,
                               model_overrides={"vocab_size": b.vocab_size, **_special_ids(b.vocab_size)},
-                              train_data=[str(self.stage_dir("data") / "corpus.txt")], seq_len=b.pretrain_seq_len,
+                              train_data=[str(text)], seq_len=b.pretrain_seq_len,
                               micro_batch_size=8, max_steps=b.pretrain_steps, lr=3e-3, warmup_steps=10,
                               eval_every=0, save_every=50)
         run_pretrain(cfg)
@@ -133,7 +136,7 @@ class Speedrun:
                             int(b.sft_tasks * b.sft_text_fraction), self.seed)
         cfg = self._train_cfg(SFTConfig, d, model=str(self.stage_dir("pretrain") / "final"),
                               train_data=[str(d / "agent.jsonl"), str(d / "text.jsonl")], eval_fraction=0.01,
-                              seq_len=1024, packing=True, micro_batch_size=4, max_steps=b.sft_steps, lr=3e-3,
+                              seq_len=2048, packing=True, micro_batch_size=2, max_steps=b.sft_steps, lr=3e-3,
                               warmup_steps=30, eval_every=0, save_every=100)
         run_sft(cfg)
 
@@ -202,6 +205,21 @@ def _special_ids(vocab: int) -> dict:
     """pad/eos ids of a tokenizer whose 14 GLM-4 specials end its vocabulary."""
     base = vocab - 14
     return {"pad_token_id": base, "eos_token_ids": [base, base + 7, base + 9]}
+
+
+def _with_repeats(corpus: Path, out: Path, fraction: float, seed: int) -> None:
+    """The corpus with a share of its short passages written twice in a row.
+
+    Predicting the second copy is only possible by looking back and copying: this is what makes
+    a small model form induction heads within minutes, and the agent needs them to copy names
+    and numbers from a question into a tool call.
+    """
+    rng = random.Random(seed)
+    with open(out, "w", encoding="utf-8") as f:
+        for p in corpus.read_text(encoding="utf-8").split("\n\n"):
+            if p.strip():
+                piece = p[:rng.randint(40, 300)] if rng.random() < fraction else ""
+                f.write(f"{piece}\n{piece}\n\n{p}\n\n" if piece else f"{p}\n\n")
 
 
 def _general_text_chats(corpus: Path, out: Path, n: int, seed: int) -> None:

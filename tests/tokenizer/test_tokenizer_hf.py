@@ -143,3 +143,24 @@ def test_full_cl100k_vocabulary_exports_exactly(cl100k_path, mixed_docs, tmp_pat
     runs = [c * n for c in [" ", "\n", "=", "-", "*", "#", "0", "啊", "ab", "😀"] for n in (1, 2, 3, 5, 8, 17, 64, 200)]
     for doc in [*mixed_docs[1:6], "\n".join(runs), "x".join(runs)]:
         assert hf.encode(doc, add_special_tokens=False) == tok.encode(doc, allow_special=True)
+
+
+def test_copy_friendly_pattern_keeps_names_the_same_tokens_everywhere(mixed_docs, tmp_path):
+    """The small-model split: a name or number is the same ids after a space, a quote or a Han
+    character, and the pattern round-trips through tokenizer.json into transformers."""
+    from openglm.tokenizer import COPY_FRIENDLY_PAT_STR, train_bpe
+
+    texts = mixed_docs[:40] + ['{"city": "Hanoi"} in Hanoi 河内 在河内 2025-10-29'] * 50
+    tok = Tokenizer(train_bpe(texts, 1200, pat_str=COPY_FRIENDLY_PAT_STR), pat_str=COPY_FRIENDLY_PAT_STR)
+    for name in ("Hanoi", "Auckland", "厦门", "20233"):
+        want = tok.encode(name)
+        for context in (" {}", '"{}"', "在{}有", "({})", "\n{}?"):
+            ids = tok.encode(context.format(name))
+            assert any(ids[i:i + len(want)] == want for i in range(len(ids))), (name, context)
+    assert tok.encode("2025") == [tok.encode(d)[0] for d in "2025"]  # one digit per token
+    tok.save(tmp_path)
+    assert same_tokenizer(load_tokenizer(tmp_path), tok)
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    for doc in mixed_docs[40:60]:
+        assert hf.encode(doc, add_special_tokens=False) == tok.encode(doc, allow_special=True)
