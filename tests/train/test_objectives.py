@@ -141,3 +141,41 @@ def test_token_logprobs_skip_positions_without_targets_but_equal_the_full_head()
     assert (got[targets == IGNORE] == 0).all()
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grad, model.lm_head.weight.grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_fused_head_loss_equals_logits_then_cross_entropy(autocast):
+    """GLM.forward(targets=...) (chunked head + loss, gradients made in the forward pass) gives
+    the plain path's weighted loss sum and gradients, fp32 and under bf16 autocast."""
+    from openglm.model.head_loss import head_cross_entropy
+
+    torch.manual_seed(0)
+    model = GLM(GLMConfig.from_preset("nano", **TINY, vocab_size=301))
+    ids = torch.randint(0, 301, (3, 16))
+    targets = torch.randint(0, 301, (3, 16))
+    targets[0, :9] = IGNORE
+    weights = torch.rand(3, 16)
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)
+    with ctx:
+        logits = model(ids)
+    nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+    want = (nll * weights.flatten()).sum()
+    want_grads = grads(want)
+    with ctx:
+        got = model(ids, targets=targets, loss_weights=weights)
+    got_grads = grads(got)
+    tol = {"atol": 3e-2, "rtol": 2e-2} if autocast else {"atol": 1e-5, "rtol": 1e-5}
+    torch.testing.assert_close(got, want, **tol)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, **tol)
+    # chunking does not change the result, and without grad it only computes the loss
+    h, w = torch.randn(10, 8), torch.randn(50, 8)
+    t = torch.randint(0, 50, (10,))
+    with torch.no_grad():
+        torch.testing.assert_close(head_cross_entropy(h, w, t, chunk=3), head_cross_entropy(h, w, t, chunk=64))

@@ -16,6 +16,9 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import GLMConfig
+from .head_loss import head_cross_entropy
+
+IGNORE = -100  # a target that takes no loss (transformers' convention)
 
 
 def _onednn_linear_available() -> bool:
@@ -217,6 +220,8 @@ class GLM(nn.Module):
         cache: KVCache | None = None,
         logits_to_keep: int = 0,
         logits_at: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+        loss_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids [B, T]; attention_mask [B, past+T] of 1 (token) / 0 (left padding), or a
         ready boolean [B, 1, T, past+T] mask (True = attend) for packed documents or GLM's
@@ -225,7 +230,9 @@ class GLM(nn.Module):
         logits_to_keep: only the last N positions (0 = all);
         logits_at: a boolean [B, T] mask; only those positions' logits, flattened to [N, vocab]
         (training: positions without a target need no output head, the costliest matmul of a
-        small model).
+        small model);
+        targets [B, T] (IGNORE = none): return instead the cross-entropy summed over positions
+        with a target, each times loss_weights [B, T] if given (fused head + loss, see head_loss).
         """
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
@@ -250,9 +257,21 @@ class GLM(nn.Module):
             cache.length += T
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
+        if targets is not None:
+            return self._loss(x, targets, loss_weights)
         if logits_at is not None:
             x = x[logits_at]
         return self.lm_head(self.final_norm(x)).float()
+
+    def _loss(self, x, targets, loss_weights):
+        keep = targets != IGNORE
+        x, targets = self.final_norm(x[keep]), targets[keep]
+        w = None if loss_weights is None else loss_weights[keep]
+        if type(self.lm_head) is Linear:
+            return head_cross_entropy(x, self.lm_head.weight, targets, w)
+        # a LoRA head adds its low-rank delta in its forward: take the plain path
+        nll = F.cross_entropy(self.lm_head(x).float(), targets, reduction="none")
+        return nll.sum() if w is None else (nll * w).sum()
 
     @staticmethod
     def _attention_mask(attention_mask, B, T, past, device):

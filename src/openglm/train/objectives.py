@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+from ..model.glm import IGNORE
 
 
 def doc_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
@@ -81,9 +81,10 @@ def token_logprobs(model, batch: dict) -> torch.Tensor:
 
 
 def token_loss_sum(model, batch: dict) -> torch.Tensor:
-    nll = -token_logprobs(model, batch)
-    w = batch.get("loss_weights")
-    return (nll * w).sum() if w is not None else nll.sum()
+    """Sum over targets of (weighted) cross entropy, by the model's fused head + loss."""
+    return model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                 position_ids=batch.get("position_ids"), targets=batch["targets"],
+                 loss_weights=batch.get("loss_weights"))
 
 
 def causal_collate(rows: list[np.ndarray | None], seq_len: int) -> dict:
