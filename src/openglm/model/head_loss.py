@@ -39,13 +39,16 @@ def _chunks(hidden, weight, targets, weights, dtype, chunk, grads: bool):
     for s in range(0, hidden.shape[0], chunk):
         h, t, wt = hidden[s:s + chunk].to(dtype), targets[s:s + chunk], weights[s:s + chunk]
         logits = (h @ w.T).float()
-        lse = torch.logsumexp(logits, -1)
         rows = torch.arange(len(t), device=t.device)
-        loss += ((lse - logits[rows, t]) * wt).sum()
+        picked = logits[rows, t]
+        top = logits.amax(-1, keepdim=True)
+        e = logits.sub_(top).exp_()  # one exp pass serves the loss and the softmax, in place
+        total = e.sum(-1)
+        loss += ((total.log() + top[:, 0] - picked) * wt).sum()
         if grads:
-            g = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-            g[rows, t] -= 1.0
-            g = g.mul_(wt[:, None]).to(dtype)
+            g = e.mul_((wt / total)[:, None])  # w * softmax
+            g[rows, t] -= wt
+            g = g.to(dtype)
             grad_h[s:s + chunk] = g @ w
             grad_w += (g.T @ h).float()
     return loss, grad_h, grad_w
