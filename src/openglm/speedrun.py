@@ -38,7 +38,7 @@ class Budget:
     pretrain_repeat_fraction: float = 0.5  # passages written twice: teaches copying (induction)
     sft_tasks: int = 24000
     sft_text_fraction: float = 0.1
-    sft_steps: int = 2800
+    sft_steps: int = 2300
     dpo_pairs: int = 1500
     self_contrast: int = 40
     dpo_steps: int = 60
@@ -137,7 +137,10 @@ class Speedrun:
         cfg = self._train_cfg(SFTConfig, d, model=str(self.stage_dir("pretrain") / "final"),
                               train_data=[str(d / "agent.jsonl"), str(d / "text.jsonl")], eval_fraction=0.01,
                               seq_len=2048, packing=True, micro_batch_size=2, max_steps=b.sft_steps, lr=3e-3,
-                              warmup_steps=30, eval_every=0, save_every=100)
+                              warmup_steps=30, eval_every=0, save_every=100,
+                              # each conversation counts once: long general-text replies would
+                              # otherwise outweigh the few tokens of a tool call
+                              loss_weighting="sequence")
         run_sft(cfg)
 
     def stage_dpo(self, d: Path) -> None:
