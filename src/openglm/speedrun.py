@@ -221,7 +221,7 @@ def _with_repeats(corpus: Path, out: Path, fraction: float, seed: int) -> None:
     with open(out, "w", encoding="utf-8") as f:
         for p in corpus.read_text(encoding="utf-8").split("\n\n"):
             if p.strip():
-                piece = p[:rng.randint(40, 300)] if rng.random() < fraction else ""
+                piece = p[:rng.randint(40, 300)].strip() if rng.random() < fraction else ""
                 f.write(f"{piece}\n{piece}\n\n{p}\n\n" if piece else f"{p}\n\n")
 
 

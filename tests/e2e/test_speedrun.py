@@ -48,3 +48,27 @@ def test_sft_data_holds_agent_tasks_and_general_text(run):
     text = (run / "sft" / "text.jsonl").read_text().splitlines()
     assert len(agent) == PRESETS["tiny"].sft_tasks and text
     assert json.loads(text[0])["messages"][0]["role"] == "user"
+
+
+def test_pretraining_text_keeps_every_passage_and_repeats_some(run):
+    corpus = [p for p in (run / "data" / "corpus.txt").read_text().split("\n\n") if p.strip()]
+    text = (run / "pretrain" / "corpus_repeats.txt").read_text()
+    pieces = [p for p in text.split("\n\n") if p.strip()]
+
+    def doubled(p):  # "X\nX"
+        n = len(p) // 2
+        return len(p) % 2 == 1 and p[:n] == p[n + 1:] and p[n] == "\n"
+
+    repeats = [p for p in pieces if doubled(p)]
+    assert len(pieces) == len(corpus) + len(repeats)
+    assert 0.3 < len(repeats) / len(corpus) < 0.7  # PRESETS["tiny"].pretrain_repeat_fraction = 0.5
+    assert all(p.strip() in text for p in corpus[:200])
+
+
+def test_the_same_seed_gives_the_same_model(run, tmp_path):
+    from safetensors.torch import load_file
+
+    Speedrun(tmp_path, seed=0, budget=PRESETS["tiny"]).run()
+    a, b = load_file(run / "final" / "model.safetensors"), load_file(tmp_path / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert (run / "eval" / "summary.json").read_text() == (tmp_path / "eval" / "summary.json").read_text()
