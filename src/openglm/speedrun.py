@@ -213,9 +213,9 @@ def _special_ids(vocab: int) -> dict:
 def _with_repeats(corpus: Path, out: Path, fraction: float, seed: int) -> None:
     """The corpus with a share of its short passages written twice in a row.
 
-    Predicting the second copy is only possible by looking back and copying: this is what makes
-    a small model form induction heads within minutes, and the agent needs them to copy names
-    and numbers from a question into a tool call.
+    The second copy can only be predicted by looking back and copying, the skill a tool call
+    needs. Measured (BENCHMARKS.md): at 50% and 600 steps this is too weak to form induction
+    heads; dense repeats are needed for that.
     """
     rng = random.Random(seed)
     with open(out, "w", encoding="utf-8") as f:

@@ -27,7 +27,7 @@ GLM4_PAT_STR = (
 # digit per piece, and letters never glued to the space or quote before them. With GLM-4's
 # pattern " Hanoi" (in a question) and "Hanoi" (after a JSON quote) are different tokens, and
 # a tiny model cannot learn that they are the same name; here a name is the same tokens
-# wherever it stands, so copying it is plain induction. Costs ~2x tokens on Chinese text.
+# wherever it stands, so copying it needs no learned alias. Costs ~2x tokens on Chinese text.
 COPY_FRIENDLY_PAT_STR = (
     r"\p{Han}|\p{N}|[^\s\p{Han}\p{N}\p{P}\p{S}]+|[\p{P}\p{S}]+|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
