@@ -147,17 +147,20 @@ def test_full_cl100k_vocabulary_exports_exactly(cl100k_path, mixed_docs, tmp_pat
 
 def test_copy_friendly_pattern_keeps_names_the_same_tokens_everywhere(mixed_docs, tmp_path):
     """The small-model split: a name or number is the same ids after a space, a quote or a Han
-    character, and the pattern round-trips through tokenizer.json into transformers."""
-    from openglm.tokenizer import COPY_FRIENDLY_PAT_STR, train_bpe
+    character; with the digit groups reserved every run of up to three digits is one token;
+    the pattern round-trips through tokenizer.json into transformers."""
+    from openglm.tokenizer import COPY_FRIENDLY_PAT_STR, digit_groups, reserve_pieces, train_bpe
 
     texts = mixed_docs[:40] + ['{"city": "Hanoi"} in Hanoi 河内 在河内 2025-10-29'] * 50
-    tok = Tokenizer(train_bpe(texts, 1200, pat_str=COPY_FRIENDLY_PAT_STR), pat_str=COPY_FRIENDLY_PAT_STR)
+    ranks = reserve_pieces(train_bpe(texts, 2400, pat_str=COPY_FRIENDLY_PAT_STR), digit_groups(), 2400)
+    tok = Tokenizer(ranks, pat_str=COPY_FRIENDLY_PAT_STR)
     for name in ("Hanoi", "Auckland", "厦门", "20233"):
         want = tok.encode(name)
         for context in (" {}", '"{}"', "在{}有", "({})", "\n{}?"):
             ids = tok.encode(context.format(name))
             assert any(ids[i:i + len(want)] == want for i in range(len(ids))), (name, context)
-    assert tok.encode("2025") == [tok.encode(d)[0] for d in "2025"]  # one digit per token
+    assert tok.encode("2025") == [tok.encode("202")[0], tok.encode("5")[0]]  # groups of three, from the left
+    assert tok.decode(tok.encode("x638447y")) == "x638447y" and len(tok.encode("638447")) == 2
     tok.save(tmp_path)
     assert same_tokenizer(load_tokenizer(tmp_path), tok)
     transformers = pytest.importorskip("transformers")

@@ -291,3 +291,21 @@ def test_merge_rejects_bad_bases():
     gap[b"ab"] = 300
     with pytest.raises(ValueError, match="not contiguous"):
         merge_ranks(gap, byte_ranks(), n_ranks=400)
+
+
+def test_reserve_pieces_cuts_merges_to_make_room(zh_ranks):
+    """Reserved pieces fill the end of exactly `size` ranks; the learned merges kept are a prefix."""
+    from openglm.tokenizer import digit_groups, reserve_pieces
+
+    size = ZH_VOCAB
+    out = reserve_pieces(zh_ranks, digit_groups(), size)
+    assert sorted(out.values()) == list(range(size))
+    assert all(p in out for p in digit_groups())
+    learned = sorted((t for t in out if t in zh_ranks and zh_ranks[t] < size), key=zh_ranks.get)
+    assert [zh_ranks[t] for t in learned] == list(range(len(learned)))  # a prefix, in order
+    tok = Tokenizer(out)
+    assert tok.encode("1234567") == [out[b"123"], out[b"456"], out[b"7"]]
+    with pytest.raises(ValueError, match="never produce"):
+        reserve_pieces(zh_ranks, [b"\xff\xfe\xfd\xfc"], size)
+    with pytest.raises(ValueError, match="do not fit"):
+        reserve_pieces(zh_ranks, digit_groups(), 1000)

@@ -23,13 +23,16 @@ GLM4_PAT_STR = (
     r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-# A split pattern for small models that must copy names and numbers: one Han character or
-# digit per piece, and letters never glued to the space or quote before them. With GLM-4's
-# pattern " Hanoi" (in a question) and "Hanoi" (after a JSON quote) are different tokens, and
-# a tiny model cannot learn that they are the same name; here a name is the same tokens
-# wherever it stands, so copying it needs no learned alias. Costs ~2x tokens on Chinese text.
+# A split pattern for small models that must copy names and numbers: one Han character per
+# piece, digits in groups of up to three (as GLM-4), and letters never glued to the space or
+# quote before them. With GLM-4's pattern " Hanoi" (in a question) and "Hanoi" (after a JSON
+# quote) are different tokens, and a tiny model cannot learn that they are the same name; here
+# a name is the same tokens wherever it stands, so copying it needs no learned alias. Costs ~2x
+# tokens on Chinese text. Pair it with `reserve_pieces(ranks, digit_groups(), ...)` so every
+# group of three digits is one token: single-digit tokens repeat inside a number ("63844"),
+# and copying them by "find the previous token, emit the next" loops ("8444").
 COPY_FRIENDLY_PAT_STR = (
-    r"\p{Han}|\p{N}|[^\s\p{Han}\p{N}\p{P}\p{S}]+|[\p{P}\p{S}]+|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r"\p{Han}|\p{N}{1,3}|[^\s\p{Han}\p{N}\p{P}\p{S}]+|[\p{P}\p{S}]+|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
 PAD_TOKEN = "<|endoftext|>"

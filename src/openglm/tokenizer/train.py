@@ -169,3 +169,37 @@ def train_bpe(
     if sorted(ranks.values()) != list(range(len(ranks))) or any(ranks[bytes([b])] != b for b in range(256)):
         raise RuntimeError("rustbpe returned ranks that are not 256 bytes followed by contiguous merges")
     return ranks
+
+
+def digit_groups(max_digits: int = 3) -> list[bytes]:
+    """Every string of 1..max_digits ASCII digits, shortest first."""
+    return [str(n).zfill(k).encode() for k in range(1, max_digits + 1) for n in range(10 ** k)]
+
+
+def reserve_pieces(ranks: dict[bytes, int], pieces: Iterable[bytes], size: int) -> dict[bytes, int]:
+    """``size`` ranks that hold every piece: the learned merges are cut short to make room and
+    the missing pieces follow them, shortest first.
+
+    BPE merges are ordered, so any prefix of the ranks is a valid tokenizer. A piece must be
+    the merge of two tokens already present (true of ``digit_groups()``), else BPE could never
+    produce it and a ValueError names it.
+    """
+    order = sorted(ranks, key=ranks.get)
+    wanted = sorted(set(pieces), key=lambda p: (len(p), p))
+
+    def missing(keep: int) -> list[bytes]:
+        kept = set(order[:keep])
+        return [p for p in wanted if p not in kept]
+
+    keep = min(size, len(order))
+    # Dropping d ranks frees at most d slots, so jumping by the excess never drops too many.
+    while keep > 256 and (excess := keep + len(missing(keep)) - size) > 0:
+        keep = max(256, keep - excess)
+    out = {t: i for i, t in enumerate(order[:keep])}
+    for p in missing(keep):
+        if not any(p[:i] in out and p[i:] in out for i in range(1, len(p))):
+            raise ValueError(f"piece {p!r} is not the merge of two earlier tokens; BPE could never produce it")
+        out[p] = len(out)
+    if len(out) > size:
+        raise ValueError(f"{len(wanted)} reserved pieces do not fit in {size} ranks")
+    return out
