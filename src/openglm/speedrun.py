@@ -36,6 +36,9 @@ class Budget:
     pretrain_steps: int = 600
     pretrain_seq_len: int = 256
     pretrain_repeat_fraction: float = 0.5  # passages written twice: teaches copying (induction)
+    sft_warmup_tasks: int = 60000
+    sft_warmup_steps: int = 800
+    sft_repeat_fraction: float = 0.3
     sft_tasks: int = 24000
     sft_text_fraction: float = 0.1
     sft_steps: int = 2300
@@ -45,7 +48,8 @@ class Budget:
     eval_tasks: int = 100
 
 
-PRESETS = {"nano": Budget(), "tiny": Budget(vocab_size=2048, pretrain_steps=4, sft_tasks=120, sft_steps=6,
+PRESETS = {"nano": Budget(), "tiny": Budget(vocab_size=2048, pretrain_steps=4, sft_warmup_tasks=60,
+                                             sft_warmup_steps=3, sft_tasks=120, sft_steps=6,
                                              dpo_pairs=24, self_contrast=2, dpo_steps=2, eval_tasks=3)}
 
 
@@ -100,12 +104,13 @@ class Speedrun:
     def stage_tokenizer(self, d: Path) -> None:
         from openglm.chat import SPECIAL_TOKENS, render
         from openglm.data.synth import generate_tasks
-        from openglm.tokenizer import COPY_FRIENDLY_PAT_STR, Tokenizer, train_bpe
+        from openglm.tokenizer import COPY_FRIENDLY_PAT_STR, Tokenizer, digit_groups, reserve_pieces, train_bpe
 
         corpus = (self.stage_dir("data") / "corpus.txt").read_text(encoding="utf-8").split("\n\n")
         tasks = generate_tasks(2000, seed=self.seed + 1)
         texts = corpus + [render(t.messages, add_generation_prompt=False) for t in tasks]
-        ranks = train_bpe(texts, self.budget.vocab_size - len(SPECIAL_TOKENS), pat_str=COPY_FRIENDLY_PAT_STR)
+        size = self.budget.vocab_size - len(SPECIAL_TOKENS)
+        ranks = reserve_pieces(train_bpe(texts, size, pat_str=COPY_FRIENDLY_PAT_STR), digit_groups(), size)
         Tokenizer(ranks, pat_str=COPY_FRIENDLY_PAT_STR, name=f"openglm-{self.preset}").save(d)
 
     def _train_cfg(self, cls, d: Path, **kw):
@@ -126,21 +131,32 @@ class Speedrun:
         run_pretrain(cfg)
 
     def stage_sft(self, d: Path) -> None:
-        from openglm.data.synth import generate_tasks, write_jsonl
+        from openglm.data.synth import generate_tasks, warmup_conversations, write_jsonl
         from openglm.train import SFTConfig, run_sft
 
         b = self.budget
+        # Phase 1 (warm-up): short system-prompt-free first actions and repeats, ~40 to a row,
+        # so the model sees enough copies of question -> call to learn copying at all.
+        warm = d / "warmup"
+        if not (warm / "final").exists():
+            warm.mkdir(parents=True, exist_ok=True)
+            chats = warmup_conversations(generate_tasks(b.sft_warmup_tasks, seed=self.seed + 3),
+                                         b.sft_repeat_fraction, self.seed)
+            with open(warm / "chats.jsonl", "w", encoding="utf-8") as f:
+                f.writelines(json.dumps({"messages": c}, ensure_ascii=False) + "\n" for c in chats)
+            run_sft(self._train_cfg(SFTConfig, warm, model=str(self.stage_dir("pretrain") / "final"),
+                                    train_data=[str(warm / "chats.jsonl")], eval_fraction=0.01, seq_len=2048,
+                                    packing=True, micro_batch_size=2, max_steps=b.sft_warmup_steps, lr=3e-3,
+                                    warmup_steps=30, eval_every=0, save_every=100))
+        # Phase 2: whole conversations in the official format, mixed with general text.
         tasks = generate_tasks(b.sft_tasks, seed=self.seed)
         write_jsonl(tasks, d / "agent.jsonl")
         _general_text_chats(self.stage_dir("data") / "corpus.txt", d / "text.jsonl",
                             int(b.sft_tasks * b.sft_text_fraction), self.seed)
-        cfg = self._train_cfg(SFTConfig, d, model=str(self.stage_dir("pretrain") / "final"),
+        cfg = self._train_cfg(SFTConfig, d, model=str(warm / "final"),
                               train_data=[str(d / "agent.jsonl"), str(d / "text.jsonl")], eval_fraction=0.01,
                               seq_len=2048, packing=True, micro_batch_size=2, max_steps=b.sft_steps, lr=3e-3,
-                              warmup_steps=30, eval_every=0, save_every=100,
-                              # each conversation counts once: long general-text replies would
-                              # otherwise outweigh the few tokens of a tool call
-                              loss_weighting="sequence")
+                              warmup_steps=30, eval_every=0, save_every=100)
         run_sft(cfg)
 
     def stage_dpo(self, d: Path) -> None:
