@@ -123,21 +123,20 @@ def test_preference_pairs_contrast_a_correct_and_a_wrong_step():
 
 
 def test_warmup_conversations_are_short_first_actions_and_repeats():
-    from openglm.chat import render
     from openglm.data.synth import warmup_conversations
 
     tasks = generate_tasks(200, seed=4)
     chats = warmup_conversations(tasks, repeat_fraction=0.3, seed=1)
     assert chats == warmup_conversations(tasks, repeat_fraction=0.3, seed=1)
     repeats = 0
-    for task, chat in zip(tasks, chats):
-        assert [m["role"] for m in chat] == ["user", "assistant"]
+    for task, conv in zip(tasks, chats):
+        assert [m["role"] for m in conv] == ["user", "assistant"]
         question = task.prompt[-1]["content"]
-        if chat[0]["content"] == question:  # a first action: exactly the task's first reply
-            assert chat[1] == task.messages[len(task.prompt)]
+        if conv[0]["content"] == question:  # a first action: exactly the task's first reply
+            assert conv[1] == task.messages[len(task.prompt)]
         else:
             repeats += 1
-            assert chat[0]["content"].endswith(question) and chat[1]["content"] == question
-        render(chat)
+            assert conv[0]["content"].endswith(question) and conv[1]["content"] == question
+        chat.render(conv)
     assert 30 <= repeats <= 90  # ~30% of 200
     assert all(m["role"] != "system" for c in warmup_conversations(tasks, 0.0, 1) for m in c)
