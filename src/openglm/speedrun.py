@@ -36,12 +36,14 @@ class Budget:
     pretrain_steps: int = 600
     pretrain_seq_len: int = 256
     pretrain_repeat_fraction: float = 0.5  # passages written twice: teaches copying (induction)
-    sft_warmup_tasks: int = 60000
-    sft_warmup_steps: int = 800
-    sft_repeat_fraction: float = 0.3
-    sft_tasks: int = 24000
+    num_kv_heads: int = 4  # nano's dial gives 1; separate key spaces per head for copying (untested vs 1)
+    sft_warmup_tasks: int = 90000
+    sft_warmup_steps: int = 900
+    sft_repeat_fraction: float = 0.25
+    sft_tasks: int = 16000
+    sft_short_fraction: float = 0.5  # extra short first actions in phase 2, per whole task
     sft_text_fraction: float = 0.1
-    sft_steps: int = 2300
+    sft_steps: int = 1600
     dpo_pairs: int = 1500
     self_contrast: int = 40
     dpo_steps: int = 60
@@ -124,7 +126,8 @@ class Speedrun:
         text = d / "corpus_repeats.txt"
         _with_repeats(self.stage_dir("data") / "corpus.txt", text, b.pretrain_repeat_fraction, self.seed)
         cfg = self._train_cfg(TrainConfig, d, model=self.preset,
-                              model_overrides={"vocab_size": b.vocab_size, **_special_ids(b.vocab_size)},
+                              model_overrides={"vocab_size": b.vocab_size, "num_kv_heads": b.num_kv_heads,
+                                               **_special_ids(b.vocab_size)},
                               train_data=[str(text)], seq_len=b.pretrain_seq_len,
                               micro_batch_size=8, max_steps=b.pretrain_steps, lr=3e-3, warmup_steps=10,
                               eval_every=0, save_every=50)
@@ -140,22 +143,24 @@ class Speedrun:
         warm = d / "warmup"
         if not (warm / "final").exists():
             warm.mkdir(parents=True, exist_ok=True)
-            chats = warmup_conversations(generate_tasks(b.sft_warmup_tasks, seed=self.seed + 3),
-                                         b.sft_repeat_fraction, self.seed)
-            with open(warm / "chats.jsonl", "w", encoding="utf-8") as f:
-                f.writelines(json.dumps({"messages": c}, ensure_ascii=False) + "\n" for c in chats)
+            _write_chats(warmup_conversations(generate_tasks(b.sft_warmup_tasks, seed=self.seed + 3),
+                                              b.sft_repeat_fraction, self.seed), warm / "chats.jsonl")
             run_sft(self._train_cfg(SFTConfig, warm, model=str(self.stage_dir("pretrain") / "final"),
                                     train_data=[str(warm / "chats.jsonl")], eval_fraction=0.01, seq_len=2048,
                                     packing=True, micro_batch_size=2, max_steps=b.sft_warmup_steps, lr=3e-3,
                                     warmup_steps=30, eval_every=0, save_every=100))
-        # Phase 2: whole conversations in the official format, mixed with general text.
+        # Phase 2: whole conversations in the official format, mixed with general text and
+        # (cheap in tokens) more first actions, so the copying learned in phase 1 stays sharp.
         tasks = generate_tasks(b.sft_tasks, seed=self.seed)
         write_jsonl(tasks, d / "agent.jsonl")
+        _write_chats(warmup_conversations(generate_tasks(int(b.sft_tasks * b.sft_short_fraction), seed=self.seed + 4),
+                                          0.0, self.seed), d / "short.jsonl")
         _general_text_chats(self.stage_dir("data") / "corpus.txt", d / "text.jsonl",
                             int(b.sft_tasks * b.sft_text_fraction), self.seed)
         cfg = self._train_cfg(SFTConfig, d, model=str(warm / "final"),
-                              train_data=[str(d / "agent.jsonl"), str(d / "text.jsonl")], eval_fraction=0.01,
-                              seq_len=2048, packing=True, micro_batch_size=2, max_steps=b.sft_steps, lr=3e-3,
+                              train_data=[str(d / "agent.jsonl"), str(d / "short.jsonl"), str(d / "text.jsonl")],
+                              eval_fraction=0.01, seq_len=2048, packing=True, micro_batch_size=2,
+                              max_steps=b.sft_steps, lr=3e-3,
                               warmup_steps=30, eval_every=0, save_every=100)
         run_sft(cfg)
 
@@ -239,6 +244,11 @@ def _with_repeats(corpus: Path, out: Path, fraction: float, seed: int) -> None:
             if p.strip():
                 piece = p[:rng.randint(40, 300)].strip() if rng.random() < fraction else ""
                 f.write(f"{piece}\n{piece}\n\n{p}\n\n" if piece else f"{p}\n\n")
+
+
+def _write_chats(chats: list[list[dict]], path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"messages": c}, ensure_ascii=False) + "\n" for c in chats)
 
 
 def _general_text_chats(corpus: Path, out: Path, n: int, seed: int) -> None:
