@@ -43,7 +43,7 @@ class Budget:
     sft_tasks: int = 16000
     sft_short_fraction: float = 0.5  # extra short first actions in phase 2, per whole task
     sft_text_fraction: float = 0.1
-    sft_steps: int = 1600
+    sft_steps: int = 1000
     dpo_pairs: int = 1500
     self_contrast: int = 40
     dpo_steps: int = 60
@@ -81,9 +81,12 @@ class Speedrun:
             return
         d.mkdir(parents=True, exist_ok=True)
         console.rule(f"speedrun: {name}")
-        t0 = time.time()
+        # A resumed stage counts from its first start, so the report shows wall time, not the last leg.
+        started = d / "STARTED"
+        if not started.exists():
+            started.write_text(str(time.time()))
         fn(d)
-        seconds = time.time() - t0
+        seconds = time.time() - float(started.read_text())
         (d / "DONE").write_text(json.dumps({"seconds": round(seconds, 1)}))
 
     # ---- stages ----------------------------------------------------------------------
