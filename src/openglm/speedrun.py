@@ -7,7 +7,8 @@ run resumes at the stage it was in (training stages also resume from their last 
     tokenizer   a byte-level BPE learned on the cleaned corpus plus rendered agent conversations
                 (so GLM-4's fixed tool prompts compress), GLM-4's special tokens after it
     pretrain    causal LM on the cleaned corpus
-    sft         synthetic agent tasks (AgentTuning in miniature) mixed with general text
+    sft         a warm-up on short first actions and repeats (copying), then synthetic agent
+                tasks (AgentTuning in miniature) mixed with general text
     dpo         synthetic preference pairs plus Self-Contrast negatives sampled from the SFT model
     eval        held-out tasks through the real agent, with and without tools
     report      report.md + loss curves (PNG) + results table; final/ is the model to ship
