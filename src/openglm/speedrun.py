@@ -139,7 +139,6 @@ class Speedrun:
 
     def stage_sft(self, d: Path) -> None:
         from openglm.data.synth import generate_tasks, warmup_conversations, write_jsonl
-        from openglm.train import SFTConfig, run_sft
 
         b = self.budget
         # Phase 1 (warm-up): short system-prompt-free first actions and repeats, ~40 to a row,
@@ -149,10 +148,7 @@ class Speedrun:
             warm.mkdir(parents=True, exist_ok=True)
             _write_chats(warmup_conversations(generate_tasks(b.sft_warmup_tasks, seed=self.seed + 3),
                                               b.sft_repeat_fraction, self.seed), warm / "chats.jsonl")
-            run_sft(self._train_cfg(SFTConfig, warm, model=str(self.stage_dir("pretrain") / "final"),
-                                    train_data=[str(warm / "chats.jsonl")], eval_fraction=0.01, seq_len=2048,
-                                    packing=True, micro_batch_size=2, max_steps=b.sft_warmup_steps, lr=3e-3,
-                                    warmup_steps=30, eval_every=0, save_every=100))
+            self._sft(warm, self.stage_dir("pretrain") / "final", [warm / "chats.jsonl"], b.sft_warmup_steps)
         # Phase 2: whole conversations in the official format, mixed with general text and
         # (cheap in tokens) more first actions, so the copying learned in phase 1 stays sharp.
         tasks = generate_tasks(b.sft_tasks, seed=self.seed)
@@ -161,12 +157,15 @@ class Speedrun:
                                           0.0, self.seed), d / "short.jsonl")
         _general_text_chats(self.stage_dir("data") / "corpus.txt", d / "text.jsonl",
                             int(b.sft_tasks * b.sft_text_fraction), self.seed)
-        cfg = self._train_cfg(SFTConfig, d, model=str(warm / "final"),
-                              train_data=[str(d / "agent.jsonl"), str(d / "short.jsonl"), str(d / "text.jsonl")],
-                              eval_fraction=0.01, seq_len=2048, packing=True, micro_batch_size=2,
-                              max_steps=b.sft_steps, lr=3e-3,
-                              warmup_steps=30, eval_every=0, save_every=100)
-        run_sft(cfg)
+        self._sft(d, warm / "final", [d / "agent.jsonl", d / "short.jsonl", d / "text.jsonl"], b.sft_steps)
+
+    def _sft(self, d: Path, model: Path, data: list[Path], steps: int) -> None:
+        """One SFT run on packed 2 x 2,048 rows (both phases share everything but data and length)."""
+        from openglm.train import SFTConfig, run_sft
+
+        run_sft(self._train_cfg(SFTConfig, d, model=str(model), train_data=[str(p) for p in data],
+                                eval_fraction=0.01, seq_len=2048, packing=True, micro_batch_size=2,
+                                max_steps=steps, lr=3e-3, warmup_steps=30, eval_every=0, save_every=100))
 
     def stage_dpo(self, d: Path) -> None:
         from openglm.data.synth import generate_tasks, preference_pairs

@@ -208,4 +208,3 @@ def test_encode_chat_follows_the_glm4_wire_format(glm4_sized):
     assert tok.encode_chat(messages, add_generation_prompt=False) == expected[:-1]
     # user text never becomes a control token
     assert expected.count(151337) == 2 and expected.count(151338) == 1
-
