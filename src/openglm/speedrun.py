@@ -6,9 +6,11 @@ run resumes at the stage it was in (training stages also resume from their last 
     data        the data recipe over the shipped sample corpus (no packing: the tokenizer is next)
     tokenizer   a byte-level BPE learned on the cleaned corpus plus rendered agent conversations
                 (so GLM-4's fixed tool prompts compress), GLM-4's special tokens after it
-    pretrain    causal LM on the cleaned corpus
-    sft         a warm-up on short first actions and repeats (copying), then synthetic agent
-                tasks (AgentTuning in miniature) mixed with general text
+    pretrain    causal LM on the cleaned corpus mixed with short instruction data (first tool
+                calls and repeats, as GLM-130B's multi-task instruction pre-training), from which
+                a small model learns to copy numbers and names into calls
+    sft         first a warm-up on short first actions alone (question -> call, ~80 to a step),
+                then synthetic agent tasks (AgentTuning in miniature) mixed with general text
     dpo         synthetic preference pairs plus Self-Contrast negatives sampled from the SFT model
     eval        held-out tasks through the real agent, with and without tools
     report      report.md + loss curves (PNG) + results table; final/ is the model to ship
@@ -34,24 +36,25 @@ class Budget:
     """Sizes of each stage; `nano` fits 60 minutes on 2 CPU cores."""
 
     vocab_size: int = 8192
-    pretrain_steps: int = 600
-    pretrain_seq_len: int = 256
+    pretrain_steps: int = 1200
+    pretrain_seq_len: int = 512
     pretrain_repeat_fraction: float = 0.5  # passages written twice: teaches copying (induction)
+    pretrain_tasks: int = 60000  # short first actions and repeats mixed into pre-training
+    pretrain_task_repeat_fraction: float = 0.3
     num_kv_heads: int = 4  # nano's dial gives 1; separate key spaces per head for copying (untested vs 1)
     sft_warmup_tasks: int = 90000
-    sft_warmup_steps: int = 900
-    sft_repeat_fraction: float = 0.25
+    sft_warmup_steps: int = 1200
     sft_tasks: int = 16000
-    sft_short_fraction: float = 0.5  # extra short first actions in phase 2, per whole task
+    sft_short_fraction: float = 1.0  # extra short first actions in phase 2, per whole task
     sft_text_fraction: float = 0.1
-    sft_steps: int = 1000
+    sft_steps: int = 600
     dpo_pairs: int = 1500
     self_contrast: int = 40
     dpo_steps: int = 60
     eval_tasks: int = 100
 
 
-PRESETS = {"nano": Budget(), "tiny": Budget(vocab_size=2048, pretrain_steps=4, sft_warmup_tasks=60,
+PRESETS = {"nano": Budget(), "tiny": Budget(vocab_size=2048, pretrain_steps=4, pretrain_tasks=60, sft_warmup_tasks=60,
                                              sft_warmup_steps=3, sft_tasks=120, sft_steps=6,
                                              dpo_pairs=24, self_contrast=2, dpo_steps=2, eval_tasks=3)}
 
@@ -124,31 +127,42 @@ class Speedrun:
                    precision="bf16", tensorboard=False, resume=(d / "checkpoints").exists(), **kw)
 
     def stage_pretrain(self, d: Path) -> None:
+        from openglm.data.synth import generate_tasks, warmup_conversations
+        from openglm.tokenizer import load_tokenizer
         from openglm.train import TrainConfig, run_pretrain
 
         b = self.budget
-        text = d / "corpus_repeats.txt"
-        _with_repeats(self.stage_dir("data") / "corpus.txt", text, b.pretrain_repeat_fraction, self.seed)
+        tokens = d / "tokens"
+        if not (tokens / "index.json").exists():
+            # Measured (BENCHMARKS.md, session 10): a base pre-trained on text alone no longer
+            # learns to copy into calls in SFT, one trained from scratch on calls does; so the
+            # calls go in from the first step.
+            chats = warmup_conversations(generate_tasks(b.pretrain_tasks, seed=self.seed + 3),
+                                         b.pretrain_task_repeat_fraction, self.seed)
+            docs = _with_repeats(self.stage_dir("data") / "corpus.txt", b.pretrain_repeat_fraction, self.seed)
+            mixed_token_shard(load_tokenizer(self.stage_dir("tokenizer")), docs, chats, tokens, self.seed)
         cfg = self._train_cfg(TrainConfig, d, model=self.preset,
                               model_overrides={"vocab_size": b.vocab_size, "num_kv_heads": b.num_kv_heads,
                                                **_special_ids(b.vocab_size)},
-                              train_data=[str(text)], seq_len=b.pretrain_seq_len,
-                              micro_batch_size=8, max_steps=b.pretrain_steps, lr=3e-3, warmup_steps=10,
-                              eval_every=0, save_every=50)
+                              train_data=[str(tokens)], seq_len=b.pretrain_seq_len,
+                              micro_batch_size=8, max_steps=b.pretrain_steps, lr=3e-3, warmup_steps=20,
+                              eval_every=0, save_every=100)
         run_pretrain(cfg)
 
     def stage_sft(self, d: Path) -> None:
         from openglm.data.synth import generate_tasks, warmup_conversations, write_jsonl
 
         b = self.budget
-        # Phase 1 (warm-up): short system-prompt-free first actions and repeats, ~40 to a row,
-        # so the model sees enough copies of question -> call to learn copying at all.
+        # Phase 1: question -> first action only, no system prompt, ~80 to a step. The jump to
+        # the first token of the span to copy forms only after some 50k such examples
+        # (BENCHMARKS.md, session 11); whole tasks (~750 tokens each) cannot deliver that.
         warm = d / "warmup"
         if not (warm / "final").exists():
             warm.mkdir(parents=True, exist_ok=True)
-            _write_chats(warmup_conversations(generate_tasks(b.sft_warmup_tasks, seed=self.seed + 3),
-                                              b.sft_repeat_fraction, self.seed), warm / "chats.jsonl")
-            self._sft(warm, self.stage_dir("pretrain") / "final", [warm / "chats.jsonl"], b.sft_warmup_steps)
+            _write_chats(warmup_conversations(generate_tasks(b.sft_warmup_tasks, seed=self.seed + 5), 0.0, self.seed),
+                         warm / "chats.jsonl")
+            self._sft(warm, self.stage_dir("pretrain") / "final", [warm / "chats.jsonl"], b.sft_warmup_steps,
+                      seq_len=512, micro_batch_size=8)
         # Phase 2: whole conversations in the official format, mixed with general text and
         # (cheap in tokens) more first actions, so the copying learned in phase 1 stays sharp.
         tasks = generate_tasks(b.sft_tasks, seed=self.seed)
@@ -157,14 +171,15 @@ class Speedrun:
                                           0.0, self.seed), d / "short.jsonl")
         _general_text_chats(self.stage_dir("data") / "corpus.txt", d / "text.jsonl",
                             int(b.sft_tasks * b.sft_text_fraction), self.seed)
-        self._sft(d, warm / "final", [d / "agent.jsonl", d / "short.jsonl", d / "text.jsonl"], b.sft_steps)
+        self._sft(d, warm / "final", [d / "agent.jsonl", d / "short.jsonl", d / "text.jsonl"], b.sft_steps,
+                  seq_len=2048, micro_batch_size=2)
 
-    def _sft(self, d: Path, model: Path, data: list[Path], steps: int) -> None:
-        """One SFT run on packed 2 x 2,048 rows (both phases share everything but data and length)."""
+    def _sft(self, d: Path, model: Path, data: list[Path], steps: int, seq_len: int, micro_batch_size: int) -> None:
+        """One packed SFT run; 4,096 tokens a step in both phases."""
         from openglm.train import SFTConfig, run_sft
 
         run_sft(self._train_cfg(SFTConfig, d, model=str(model), train_data=[str(p) for p in data],
-                                eval_fraction=0.01, seq_len=2048, packing=True, micro_batch_size=2,
+                                eval_fraction=0.01, seq_len=seq_len, packing=True, micro_batch_size=micro_batch_size,
                                 max_steps=steps, lr=3e-3, warmup_steps=30, eval_every=0, save_every=100))
 
     def stage_dpo(self, d: Path) -> None:
@@ -210,7 +225,7 @@ class Speedrun:
         src = self.stage_dir("dpo") / "final"
         save_model(load_model(src), final, layout="hf", dtype=torch.bfloat16)
         load_tokenizer(src).save(final)
-        plot_curves(self.out, [self.stage_dir(s) / "log.jsonl" for s in ("pretrain", "sft", "dpo")])
+        plot_curves(self.out, [self.out / s / "log.jsonl" for s in ("pretrain", "sft/warmup", "sft", "dpo")])
         rows = []
         total = 0.0
         for s in ("data", "tokenizer", "pretrain", "sft", "dpo", "eval"):
@@ -234,19 +249,40 @@ def _special_ids(vocab: int) -> dict:
     return {"pad_token_id": base, "eos_token_ids": [base, base + 7, base + 9]}
 
 
-def _with_repeats(corpus: Path, out: Path, fraction: float, seed: int) -> None:
-    """The corpus with a share of its short passages written twice in a row.
+def _with_repeats(corpus: Path, fraction: float, seed: int) -> list[str]:
+    """The corpus's passages, a share of them led by a short piece of themselves written twice.
 
     The second copy can only be predicted by looking back and copying, the skill a tool call
-    needs. Measured (BENCHMARKS.md): at 50% and 600 steps this is too weak to form induction
-    heads; dense repeats are needed for that.
+    needs. Measured (BENCHMARKS.md): at 50% and 600 steps this alone is too weak to form
+    induction heads; the instruction data mixed in next to it is what teaches copying.
     """
     rng = random.Random(seed)
-    with open(out, "w", encoding="utf-8") as f:
-        for p in corpus.read_text(encoding="utf-8").split("\n\n"):
-            if p.strip():
-                piece = p[:rng.randint(40, 300)].strip() if rng.random() < fraction else ""
-                f.write(f"{piece}\n{piece}\n\n{p}\n\n" if piece else f"{p}\n\n")
+    docs = []
+    for p in corpus.read_text(encoding="utf-8").split("\n\n"):
+        if p.strip():
+            piece = p[:rng.randint(40, 300)].strip() if rng.random() < fraction else ""
+            docs.append(f"{piece}\n{piece}\n\n{p}" if piece else p)
+    return docs
+
+
+def mixed_token_shard(tok, docs: list[str], chats: list[list[dict]], out: Path, seed: int) -> dict:
+    """One token shard of text documents and rendered chats, shuffled together at document level.
+
+    Chats keep their special tokens (role markers), so pre-training sees exactly the ids SFT
+    and inference use; every document ends with <|endoftext|>. Returns the token counts.
+    """
+    from openglm.train.data import write_index, write_shard
+    from openglm.train.sft import encode_conversation
+
+    pieces = [tok.encode(t) + [tok.eos_id] for t in docs]
+    n_text = sum(map(len, pieces))
+    pieces += [encode_conversation(tok, c).ids.tolist() + [tok.eos_id] for c in chats]
+    random.Random(seed).shuffle(pieces)
+    ids = [i for p in pieces for i in p]
+    counts = {"text_tokens": n_text, "chat_tokens": len(ids) - n_text, "documents": len(docs), "chats": len(chats)}
+    write_index(out, [write_shard(out / "mixed-00000.bin", ids)], **counts)
+    console.print(f"pre-training mix: {counts}")
+    return counts
 
 
 def _write_chats(chats: list[list[dict]], path: Path) -> None:
@@ -301,7 +337,7 @@ def plot_curves(out: Path, logs: list[Path]) -> Path:
         pts = [(r["step"], r["loss"]) for r in rows if "loss" in r and "step" in r]
         if pts:
             ax.plot(*zip(*pts))
-        ax.set_title(log.parent.name)
+        ax.set_title(log.parent.relative_to(out).as_posix())
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
     fig.tight_layout()

@@ -9,8 +9,8 @@ from openglm.data.synth import generate_tasks, world
 
 def skeleton(text: str) -> str:
     """A user message with its numbers, dates and city names blanked out: the template."""
-    for c in world.CITIES:
-        text = text.replace(c.en, "<C>").replace(c.zh, "<C>")
+    for name in sorted({n for c in world.CITIES for n in (c.en, c.zh)}, key=len, reverse=True):
+        text = text.replace(name, "<C>")
     for code in list(world.RATES_PER_USD) + list(world.UNIT_KIND):
         text = re.sub(rf"\b{code}\b", "<U>", text) if code.isascii() else text
     return re.sub(r"\d[\d\-.]*", "<N>", text)
@@ -38,6 +38,34 @@ def test_heldout_cities_never_appear_in_training():
     text = json.dumps([t.messages for t in TRAIN], ensure_ascii=False)
     assert len(held) >= 10
     assert not [c.en for c in held if c.en in text or c.zh in text]
+
+
+def test_made_up_cities_are_training_only_and_never_overlap_real_names():
+    made_up = [c for c in world.CITIES if c.synthetic]
+    real = [n for c in world.CITIES if not c.synthetic for n in (c.en, c.zh)]
+    assert len(made_up) >= 200 and not any(c.heldout for c in made_up)
+    names = [n for c in made_up for n in (c.en, c.zh)]
+    assert len(set(names)) == len(names)
+    assert not [(a, b) for a in names for b in real if a in b or b in a]
+    shipped = {d["id"] for d in world.documents()}
+    train = {d["id"] for d in world.documents("train")}
+    assert not any(c.en.lower() in i for c in made_up for i in shipped)  # the shipped collection is real
+    assert len(train - shipped) == 3 * len(made_up)
+    used = {t.calls[0]["arguments"]["args"][0] for t in TRAIN if t.kind.startswith("browser")}
+    assert sum(any(q.startswith(c.en) or q.startswith(c.zh) for c in made_up) for q in used) > len(used) / 2
+
+
+def test_training_questions_are_sometimes_dressed_and_heldout_ones_never():
+    from openglm.data.synth.tasks import FILLERS
+
+    def dressed(t):
+        q = t.prompt[-1]["content"]
+        pre, suf = FILLERS[t.lang]
+        return any(q.startswith(p) for p in pre) or any(q.endswith(x) for x in suf)
+
+    asked = [t for t in TRAIN if t.calls]
+    assert 0.3 < sum(map(dressed, asked)) / len(asked) < 0.7
+    assert not any(dressed(t) for t in HELDOUT if t.calls)
 
 
 def test_arithmetic_operands_are_split_by_rule():
@@ -132,11 +160,11 @@ def test_warmup_conversations_are_short_first_actions_and_repeats():
     for task, conv in zip(tasks, chats):
         assert [m["role"] for m in conv] == ["user", "assistant"]
         question = task.prompt[-1]["content"]
-        if conv[0]["content"] == question:  # a first action: exactly the task's first reply
-            assert conv[1] == task.messages[len(task.prompt)]
+        if conv[1]["content"] != question:  # a first action: exactly the task's first reply
+            assert conv[0]["content"] == question and conv[1] == task.messages[len(task.prompt)]
         else:
             repeats += 1
-            assert conv[0]["content"].endswith(question) and conv[1]["content"] == question
+            assert conv[0]["content"].endswith(question) and conv[1]["metadata"] == ""
         chat.render(conv)
     assert 30 <= repeats <= 90  # ~30% of 200
     assert all(m["role"] != "system" for c in warmup_conversations(tasks, 0.0, 1) for m in c)

@@ -50,19 +50,31 @@ def test_sft_data_holds_agent_tasks_and_general_text(run):
     assert json.loads(text[0])["messages"][0]["role"] == "user"
 
 
-def test_pretraining_text_keeps_every_passage_and_repeats_some(run):
+def test_pretraining_mixes_every_passage_with_instruction_chats(run):
+    import numpy as np
+
+    from openglm.tokenizer import load_tokenizer
+
     corpus = [p for p in (run / "data" / "corpus.txt").read_text().split("\n\n") if p.strip()]
-    text = (run / "pretrain" / "corpus_repeats.txt").read_text()
-    pieces = [p for p in text.split("\n\n") if p.strip()]
+    shard = run / "pretrain" / "tokens"
+    meta = json.loads((shard / "index.json").read_text())
+    assert meta["documents"] == len(corpus) and meta["chats"] == PRESETS["tiny"].pretrain_tasks
+    ids = np.fromfile(shard / meta["shards"][0]["path"], dtype=np.uint32).tolist()
+    assert len(ids) == meta["text_tokens"] + meta["chat_tokens"]
+    docs = load_tokenizer(run / "tokenizer").decode(ids).split("<|endoftext|>")
+    assert docs[-1] == "" and len(docs) - 1 == meta["documents"] + meta["chats"]
+    chats = [d for d in docs if "<|assistant|>" in d]
+    texts = [d for d in docs[:-1] if "<|assistant|>" not in d]
+    assert len(chats) == meta["chats"] and all(d.startswith("[gMASK]<sop><|user|>") for d in chats)
 
     def doubled(p):  # "X\nX"
         n = len(p) // 2
         return len(p) % 2 == 1 and p[:n] == p[n + 1:] and p[n] == "\n"
 
-    repeats = [p for p in pieces if doubled(p)]
-    assert len(pieces) == len(corpus) + len(repeats)
+    repeats = [d for d in texts if "\n\n" in d and doubled(d.split("\n\n")[0])]
     assert 0.3 < len(repeats) / len(corpus) < 0.7  # PRESETS["tiny"].pretrain_repeat_fraction = 0.5
-    assert all(p.strip() in text for p in corpus[:200])
+    passages = {d.split("\n\n", 1)[1] if d in repeats else d for d in texts}
+    assert all(p.strip() in passages for p in corpus[:200])
 
 
 def test_the_same_seed_gives_the_same_model(run, tmp_path):

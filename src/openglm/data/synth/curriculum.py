@@ -1,4 +1,4 @@
-"""Short warm-up conversations made from tasks, for the first phase of a small model's SFT.
+"""Short conversations made from tasks, mixed into a small model's pre-training (and SFT).
 
 A nano model learns *what* a tool call looks like long before it learns to copy the
 question's numbers and names into it (measured: BENCHMARKS.md, session 10). Copying is learned
@@ -7,7 +7,8 @@ for ~20 tokens of call. These conversations drop the system prompt and stop afte
 action, so one packed 2,048-token row holds ~40 of them instead of ~3:
 
 - first actions: question -> the task's first assistant turn (tool call or reply);
-- repeats: "repeat exactly: <question>" -> the question (plain copying, both languages).
+- repeats: "repeat exactly: <question>" -> the question (plain copying, both languages); a
+  third of them are a bare echo (question -> question), the easiest jump to learn first.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import random
 
 from .tasks import Task
 
-REPEAT = {"en": ["Repeat exactly: {q}", "Say this back to me word for word: {q}"],
-          "zh": ["请原样重复：{q}", "把这句话一字不差地复述一遍：{q}"]}
+REPEAT = {"en": ["{q}", "Repeat exactly: {q}", "Say this back to me word for word: {q}"],
+          "zh": ["{q}", "请原样重复：{q}", "把这句话一字不差地复述一遍：{q}"]}
 
 
 def first_action(task: Task) -> list[dict]:

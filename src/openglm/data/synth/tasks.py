@@ -45,6 +45,26 @@ def pick_template(rng: random.Random, templates: list[str], split: str) -> str:
     return templates[-1] if split == "heldout" else rng.choice(templates[:-1])
 
 
+# Training questions get a greeting or a closing now and then, so a small model learns to find
+# the numbers and names wherever they sit rather than at a template's fixed offsets.
+FILLERS = {"en": (["Hi! ", "Quick question: ", "Please help: ", "Hey, ", "I need this: "],
+                  [" Thanks!", " Thank you.", " Please answer briefly."]),
+           "zh": (["你好，", "请问", "麻烦你，", "问一下：", "帮个忙："], ["谢谢！", "谢谢。", "请简要回答。"])}
+
+
+def question(rng: random.Random, templates: list[str], split: str, lang: str, **fields) -> str:
+    """A user question from the split's templates; training ones sometimes dressed with fillers."""
+    text = pick_template(rng, templates, split).format(**fields)
+    if split == "heldout":
+        return text
+    prefixes, suffixes = FILLERS[lang]
+    if rng.random() < 0.3:
+        text = rng.choice(prefixes) + text
+    if rng.random() < 0.3:
+        text += rng.choice(suffixes)
+    return text
+
+
 def number(rng: random.Random, lo: int, hi: int, split: str) -> int:
     while True:
         n = rng.randint(lo, hi)
@@ -81,7 +101,7 @@ def conversation(tools: list[dict] | None, user: str, turns: list[tuple[str, str
 ARITH = {
     "mul": ({"en": ["What is {a} times {b}?", "Calculate {a} multiplied by {b}.", "Multiply {a} by {b}.",
                     "What is the product of {a} and {b}?", "{a} times {b} equals what?", "Please work out {a} x {b}.",
-                    "Compute {a} * {b}."],
+                    "What is {a} * {b}?", "Compute {a} * {b}."],
              "zh": ["{a}乘以{b}等于多少？", "请计算{a}乘{b}。", "{a}和{b}的乘积是多少？", "帮我算{a}乘以{b}。",
                     "{a}乘{b}得多少？", "{a}×{b}等于多少？", "求{a}与{b}的积。", "算一下{a}×{b}。"]},
             lambda r, s: (number(r, 1000, 99999, s), number(r, 100, 9999, s)), "{a} * {b}"),
@@ -95,7 +115,8 @@ ARITH = {
                     "What is the difference between {a} and {b}?", "Take {b} away from {a}.", "{a} minus {b} equals what?",
                     "How much is {a} - {b}?"],
              "zh": ["{a}减去{b}等于多少？", "请计算{a}减{b}。", "{a}减{b}得多少？", "帮我算{a}减去{b}。",
-                    "从{a}中减去{b}是多少？", "求{a}减{b}的结果。", "{a}与{b}的差是多少？"]},
+                    "从{a}中减去{b}是多少？", "求{a}减{b}的结果。", "求{a}与{b}的差。",
+                    "{a}与{b}的差是多少？"]},
             lambda r, s: (number(r, 100000, 999999, s), number(r, 10000, 99999, s)), "{a} - {b}"),
     "div": ({"en": ["What is {a} divided by {b}? Round to 2 decimals.", "Divide {a} by {b} (2 decimals).",
                     "Calculate {a} / {b} to two decimal places.", "What is the quotient of {a} and {b}, rounded to 2 decimals?",
@@ -135,7 +156,7 @@ def arithmetic(rng: random.Random, split: str, lang: str) -> Task:
     code = f"print({expr.format(a=a, b=b)})"
     result = run_python(code)
     answer = (CAGR_ANSWER if op == "cagr" else ARITH_ANSWER)[lang].format(r=result)
-    user = pick_template(rng, templates[lang], split).format(a=a, b=b)
+    user = question(rng, templates[lang], split, lang, a=a, b=b)
     msgs = conversation(offered_tools(rng, [PYTHON_TOOL]), user,
                         [("assistant", "python", code), ("observation", "", result), ("assistant", "", answer)])
     return Task(f"arith-{op}", lang, split, msgs, result, [{"name": "python", "arguments": code}])
@@ -203,7 +224,7 @@ def function_call(rng: random.Random, split: str, lang: str) -> Task:
     args = {k: args[k] for k in world.FUNCTION_SCHEMAS[name]["parameters"]["properties"]}  # schema order
     result = world.FUNCTIONS[name](**args)
     obs = json.dumps(result, ensure_ascii=False)
-    user = pick_template(rng, templates[lang], split).format(**args)
+    user = question(rng, templates[lang], split, lang, **args)
     answer = answer_t[lang].format(**result)
     msgs = conversation(offered_tools(rng, [world.function_tool(name)]), user,
                         [("assistant", name, json.dumps(args, ensure_ascii=False)), ("observation", "", obs),
@@ -265,7 +286,8 @@ def browser(split: str):
 FACT = {"en": ["What was the population of {city} in {year}?", "How many people lived in {city} in {year}?",
                "What population did {city} have in {year}?", "Tell me the population of {city} in {year}.",
                "How large was the population of {city} in {year}?", "Search for the {year} population of {city}.",
-               "Look up the {year} census population of {city}.", "Find how many residents {city} had in {year}."],
+               "Look up the {year} census population of {city}.", "How many residents did {city} have in {year}?",
+               "Find how many residents {city} had in {year}."],
         "zh": ["{city}{year}年的人口是多少？", "{year}年{city}有多少人口？", "{city}在{year}年有多少人？",
                "请查一下{year}年{city}的人口。", "{year}年{city}的人口有多少？", "搜索{city}{year}年的人口数。", "查一下{city}{year}年人口普查的人数。",
                "{city}在{year}年有多少常住人口？"]}
@@ -308,7 +330,7 @@ def fact_lookup(rng: random.Random, split: str, lang: str) -> Task:
     city, turns, calls, page, title = _search_and_open(rng, split, lang)
     year = rng.choice([2010, 2020])
     pop = city.pop2010 if year == 2010 else city.pop2020
-    user = pick_template(rng, FACT[lang], split).format(city=city.name(lang), year=year)
+    user = question(rng, FACT[lang], split, lang, city=city.name(lang), year=year)
     answer = FACT_ANSWER[lang].format(i=page, title=title, city=city.name(lang), pop=pop, year=year)
     msgs = conversation(offered_tools(rng, [BROWSER_TOOL]), user, turns + [("assistant", "", answer)])
     return Task("browser-fact", lang, split, msgs, str(pop), calls)
@@ -318,7 +340,7 @@ def search_then_compute(rng: random.Random, split: str, lang: str) -> Task:
     city, turns, calls, page, title = _search_and_open(rng, split, lang)
     code = f"print(round((({city.pop2020} / {city.pop2010}) ** (1 / 10) - 1) * 100, 2))"
     result = run_python(code)
-    user = pick_template(rng, GROWTH[lang], split).format(city=city.name(lang))
+    user = question(rng, GROWTH[lang], split, lang, city=city.name(lang))
     answer = GROWTH_ANSWER[lang].format(city=city.name(lang), p2010=city.pop2010, p2020=city.pop2020, r=result,
                                         i=page, title=title)
     turns += [("assistant", "python", code), ("observation", "", result), ("assistant", "", answer)]

@@ -6,7 +6,9 @@ the same code produces training observations and answers the agent's calls at ev
 Every figure is made up from a hash of the city name: it teaches tool use, not geography.
 
 Held-out entities are fixed by rule (every fourth city, operands = 3 mod 7) so training data
-never contains them.
+never contains them. Training also gets a few hundred made-up cities: with only the 36 real
+training cities a small model memorises city names instead of copying them from the question
+(measured, BENCHMARKS.md session 11), and a memorised name can never be a held-out one.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class City:
     country_en: str
     country_zh: str
     heldout: bool
+    synthetic: bool = False
 
     @property
     def pop2010(self) -> int:
@@ -73,7 +76,54 @@ class City:
         return self.zh if lang == "zh" else self.en
 
 
-CITIES = [City(*c, heldout=(i % 4 == 3)) for i, c in enumerate(_CITIES)]
+REAL_CITIES = [City(*c, heldout=(i % 4 == 3)) for i, c in enumerate(_CITIES)]
+
+# Made-up training cities. Their names must be unpredictable, or the model learns to write
+# likely-looking names instead of copying (measured: with 52 place-name characters it wrote
+# "平清人口" for 维也纳): English ones are random letters in consonant-vowel rhythm, Chinese ones
+# random characters among the 800 most frequent in the sample corpus (so each is one token of
+# a tokenizer learned on it; rarer ones split into bytes, much harder to copy). No name
+# contains a real one or sits inside one.
+_CONSONANTS = "bcdfghjklmnpqrstvwxyz"
+_VOWELS = "aeiou"
+_COMMON_HAN = (
+    "的一国在了中人是有和大年不为会业上发这作要地个出工行经以家新民他来到我部日成生对进们市全多时主政本氓"
+    "产者实展方长开理学建动同高于下重月关力现公用忙分电加社区文自报济制体过化合能定就面前天事与等后场得说"
+    "可法机好记员也美之而子外资设问总农平务明将小从十其提北利莽华各内企当里代种心元度金表品都改万党通强委"
+    "目使着水军两起盲题系入科所位去些京活导道三特次并结最如向已还世第管基名领术技应增正交任今意点立持统解"
+    "很省安性南保程西海路教此情组调间由司量队取东及期联共界决治义达门把猫书院因战村干然更相张广据议团看收"
+    "计革步局山比育无口放但信数先件项际老二集志求物府办风指近规形论认亚果手式价话难众想举族五少格职研商江"
+    "处斯车常质克原别被运深精困拉没受女观做级李样条变创节气回图传给录标至群只剧那造见施推支首选又城思优你"
+    "几服央协整赂神四台争示投接视乡疇县茅周单它纪反流片专查住构头极效参贫续百究布证王尔势疆马积走德营每禄"
+    "该春房或真必历需副艺户感身再织坚费灾何非影己亿率型光庐完快线陆癟供史许助转林知才演严列打策确益清望潞"
+    "色楼具融根赛么始况罗河识值带引医乐席权谈批空州存象直约港准兴易责核命九英致功炉送模防银游连股米儿八消"
+    "环范球青划备落讯巴切包隆采花伊刘版则获字稳越类案仅石较源告段客响请访速士继息阿爱境维钱双往露评她热警"
+    "款负素驴断护满未富讲照复香武篓器低校远排师友考陈须依声希失洲宣千厂镇茫初亲掳油注容良便足泽白域验让俄"
+    "层配贸财均土突晚健抓善边占习显欧即红份础养尼居黄且斗写检古律太飞夫余执读按救销荣届普监培装货波紧汇闻"
+    "随促限奖茂尽云减岗震癡态努除扶略置劳围兵陇承破食献阳景什欢充雪愿挥福却念终铁官网降迎站言试田属摄帮瓣"
+    "旅险班鹿矇菜临音六病税岁票像温曾称独措号预令苦火察离编底宁修树控吃针担适危换康补伟药喜币眼待额舞歌升"
+    "算超半龙章故画七早丁苏介丰料卫售戮候印购兰训阶例买驻竞卢密胜留听派扩互庆翻附邓鲁仍止塔星探击轻哈恩审"
+)
+
+
+def _synthetic_cities(n: int) -> list[City]:
+    real = [name for c in _CITIES for name in c[:2]]
+    countries = sorted({(c[2], c[3]) for c in _CITIES})
+    out, seen, i = [], set(real), 0
+    while len(out) < n:
+        k, i = _h("synthetic-city", i), i + 1
+        letters = [(_VOWELS if j % 2 else _CONSONANTS)[(k >> (5 * j)) % (5 if j % 2 else 21)]
+                   for j in range(4 + k % 5)]
+        en = "".join(letters).capitalize()
+        zh = "".join(_COMMON_HAN[(k >> (12 * j + 8)) % len(_COMMON_HAN)] for j in range(2 + (k >> 60) % 2))
+        if any(a in b or b in a for a in (en, zh) for b in seen):
+            continue
+        seen.update((en, zh))
+        out.append(City(en, zh, *countries[k % len(countries)], heldout=False, synthetic=True))
+    return out
+
+
+CITIES = REAL_CITIES + _synthetic_cities(600)
 
 
 def cities(split: str) -> list[City]:
@@ -90,11 +140,12 @@ def documents(split: str | None = None) -> list[dict]:
     """One population page per city and language, plus distractor pages on other topics.
 
     split="train" leaves out the held-out cities' pages (so not even a search result in the
-    training data names them); None or "heldout" is the whole collection.
+    training data names them) and adds the made-up cities'; None or "heldout" is the shipped
+    collection: every real city.
     """
     docs = []
     for c in CITIES:
-        if split == "train" and c.heldout:
+        if (split == "train" and c.heldout) or (split != "train" and c.synthetic):
             continue
         slug = c.en.lower().replace(" ", "-").replace("'", "")
         docs.append({"id": f"{slug}-population-en", "title": f"{c.en} population",
