@@ -194,7 +194,7 @@ class Speedrun:
             for p in pairs:
                 f.write(json.dumps(p, ensure_ascii=False) + "\n")
         cfg = self._train_cfg(DPOConfig, d, model=str(self.stage_dir("sft") / "final"),
-                              train_data=[str(d / "pairs.jsonl")], eval_fraction=0.02, seq_len=1024,
+                              train_data=[str(d / "pairs.jsonl")], eval_fraction=0.02, seq_len=2048,
                               micro_batch_size=4, max_steps=b.dpo_steps, lr=2e-5, warmup_steps=5, beta=0.1,
                               eval_every=0, save_every=50)
         run_dpo(cfg)
