@@ -6,9 +6,9 @@ the same code produces training observations and answers the agent's calls at ev
 Every figure is made up from a hash of the city name: it teaches tool use, not geography.
 
 Held-out entities are fixed by rule (every fourth city, operands = 3 mod 7) so training data
-never contains them. Training also gets a few hundred made-up cities: with only the 36 real
-training cities a small model memorises city names instead of copying them from the question
-(measured, BENCHMARKS.md session 11), and a memorised name can never be a held-out one.
+never contains them. Training also gets 5,000 made-up cities: with the 36 real training cities
+(or even 600 made-up ones) a small model memorises city names instead of copying them from the
+question (measured, BENCHMARKS.md session 11), and a memorised name is never a held-out one.
 """
 
 from __future__ import annotations
@@ -107,23 +107,26 @@ _COMMON_HAN = (
 
 
 def _synthetic_cities(n: int) -> list[City]:
+    # Characters of the population page's own words would make BM25 rank other cities' pages first.
+    page_words = "是的一座城市年人口普查常住为" + "".join(c[3] for c in _CITIES)
+    han = [ch for ch in _COMMON_HAN if ch not in page_words]
     real = [name for c in _CITIES for name in c[:2]]
     countries = sorted({(c[2], c[3]) for c in _CITIES})
-    out, seen, i = [], set(real), 0
+    out, seen, i = [], set(), 0
     while len(out) < n:
         k, i = _h("synthetic-city", i), i + 1
         letters = [(_VOWELS if j % 2 else _CONSONANTS)[(k >> (5 * j)) % (5 if j % 2 else 21)]
                    for j in range(4 + k % 5)]
         en = "".join(letters).capitalize()
-        zh = "".join(_COMMON_HAN[(k >> (12 * j + 8)) % len(_COMMON_HAN)] for j in range(2 + (k >> 60) % 2))
-        if any(a in b or b in a for a in (en, zh) for b in seen):
+        zh = "".join(han[(k >> (12 * j + 8)) % len(han)] for j in range(2 + (k >> 60) % 2))
+        if en in seen or zh in seen or any(a in b or b in a for a in (en, zh) for b in real):
             continue
         seen.update((en, zh))
         out.append(City(en, zh, *countries[k % len(countries)], heldout=False, synthetic=True))
     return out
 
 
-CITIES = REAL_CITIES + _synthetic_cities(600)
+CITIES = REAL_CITIES + _synthetic_cities(5000)
 
 
 def cities(split: str) -> list[City]:
@@ -156,6 +159,8 @@ def documents(split: str | None = None) -> list[dict]:
                      "url": f"https://cities.example.org/zh/{slug}/population",
                      "text": f"{c.zh}是{c.country_zh}的一座城市。2010年人口普查常住人口为{c.pop2010}人，"
                              f"2020年为{c.pop2020}人。"})
+        if c.synthetic:  # population pages only: keeps the training index small
+            continue
         docs.append({"id": f"{slug}-travel-en", "title": f"Travelling to {c.en}",
                      "url": f"https://travel.example.org/{slug}",
                      "text": f"{c.en} in {c.country_en} has museums, parks and markets. Spring and autumn are "
