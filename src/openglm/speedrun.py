@@ -7,8 +7,8 @@ run resumes at the stage it was in (training stages also resume from their last 
     tokenizer   a byte-level BPE learned on the cleaned corpus plus rendered agent conversations
                 (so GLM-4's fixed tool prompts compress), GLM-4's special tokens after it
     pretrain    causal LM on the cleaned corpus mixed with short instruction data (first tool
-                calls and repeats, as GLM-130B's multi-task instruction pre-training), from which
-                a small model learns to copy numbers and names into calls
+                calls and repeats, as GLM-130B's multi-task instruction pre-training): unlike a
+                text-only base, this one can still learn in SFT to copy spans into calls
     sft         first a warm-up on short first actions alone (question -> call, ~80 to a step),
                 then synthetic agent tasks (AgentTuning in miniature) mixed with general text
     dpo         synthetic preference pairs plus Self-Contrast negatives sampled from the SFT model
