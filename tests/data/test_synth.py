@@ -6,7 +6,6 @@ import re
 from openglm import chat
 from openglm.data.synth import generate_tasks, world
 
-
 CITY_NAMES = re.compile("|".join(map(re.escape, sorted({n for c in world.CITIES for n in (c.en, c.zh)},
                                                         key=len, reverse=True))))
 
