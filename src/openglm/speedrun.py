@@ -154,7 +154,7 @@ class Speedrun:
 
         b = self.budget
         # Phase 1: question -> first action only, no system prompt, ~80 to a step. The jump to
-        # the first token of the span to copy forms only after some 50k such examples
+        # the first token of the span to copy forms only after ~40k such examples
         # (BENCHMARKS.md, session 11); whole tasks (~750 tokens each) cannot deliver that.
         warm = d / "warmup"
         if not (warm / "final").exists():
