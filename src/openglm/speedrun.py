@@ -274,7 +274,7 @@ def mixed_token_shard(tok, docs: list[str], chats: list[list[dict]], out: Path, 
     from openglm.train.data import write_index, write_shard
     from openglm.train.sft import encode_conversation
 
-    pieces = [tok.encode(t) + [tok.eos_id] for t in docs]
+    pieces = [ids + [tok.eos_id] for ids in tok.encode_batch(docs)]
     n_text = sum(map(len, pieces))
     pieces += [encode_conversation(tok, c).ids.tolist() + [tok.eos_id] for c in chats]
     random.Random(seed).shuffle(pieces)

@@ -14,6 +14,7 @@ question (measured, BENCHMARKS.md session 11), and a memorised name is never a h
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +130,10 @@ def _synthetic_cities(n: int) -> list[City]:
 CITIES = REAL_CITIES + _synthetic_cities(5000)
 
 
-def cities(split: str) -> list[City]:
-    return [c for c in CITIES if c.heldout == (split == "heldout")]
+@functools.cache
+def cities(split: str) -> tuple[City, ...]:
+    """The split's cities (cached: every task draws from them)."""
+    return tuple(c for c in CITIES if c.heldout == (split == "heldout"))
 
 
 def operand_ok(n: int, split: str) -> bool:
