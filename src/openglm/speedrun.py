@@ -203,6 +203,7 @@ class Speedrun:
         from openglm.agent import LocalBackend
         from openglm.data.synth import generate_tasks
         from openglm.eval.agent import evaluate, markdown, to_json
+        from openglm.eval.induction import induction_score
         from openglm.io import load_model
         from openglm.tokenizer import load_tokenizer
 
@@ -212,6 +213,10 @@ class Speedrun:
                                                                     split="heldout"))
         (d / "summary.json").write_text(to_json(summary))
         (d / "summary.md").write_text(markdown(summary) + "\n")
+        # Copying a name into a call needs an induction mechanism; this shows which stage (if any) formed it.
+        scores = {s: induction_score(load_model(self.stage_dir(s) / "final").eval()).to_dict()
+                  for s in ("pretrain", "sft/warmup", "sft", "dpo")}
+        (d / "induction.json").write_text(json.dumps(scores, indent=2))
 
     # ---- report ------------------------------------------------------------------------
     def report(self) -> Path:
@@ -237,10 +242,21 @@ class Speedrun:
               "| stage | minutes |", "|---|---|", *rows, f"| **total** | **{total / 60:.1f}** |", "",
               f"Checkpoint: `{final}` ({size:.1f} MB of bf16 weights).", "",
               "## Held-out agent evaluation", "", (self.stage_dir("eval") / "summary.md").read_text(), "",
+              *_induction_table(self.stage_dir("eval") / "induction.json"),
               "![loss curves](curves.png)", ""]
         (self.out / "report.md").write_text("\n".join(md))
         console.print("\n".join(md))
         return self.out / "report.md"
+
+
+def _induction_table(path: Path) -> list[str]:
+    """Report lines: in-context copying accuracy after each training stage (openglm.eval.induction)."""
+    if not path.exists():
+        return []
+    scores = json.loads(path.read_text())
+    rows = [f"| {s} | {v['accuracy']:.1%} | {v['loss']:.2f} | {v['chance_loss']:.2f} |" for s, v in scores.items()]
+    return ["## In-context copying (induction) after each stage", "",
+            "| after | accuracy | loss | chance loss |", "|---|---|---|---|", *rows, ""]
 
 
 def _special_ids(vocab: int) -> dict:

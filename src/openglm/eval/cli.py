@@ -35,3 +35,29 @@ def agent_eval(
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(to_json(summary))
         (out / "summary.md").write_text(table + "\n")
+
+
+@app.command("induction")
+def induction_eval(
+    model: Annotated[Path | None, typer.Option("--model", "-m", help="checkpoint directory (default: the "
+                                                "embedded nano agent model)")] = None,
+    rows: Annotated[int, typer.Option(help="random rows, one repeated span each")] = 64,
+    seq_len: Annotated[int, typer.Option(help="tokens per row")] = 128,
+    seed: Annotated[int, typer.Option(help="seed of the random rows")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """In-context copying: next-token accuracy inside a span the model has seen earlier in the
+    row (what copying a name into a tool call needs), against chance."""
+    import json
+
+    from openglm.cli import load_for_inference
+
+    from .induction import induction_score
+
+    m, _ = load_for_inference(model)
+    score = induction_score(m, rows=rows, seq_len=seq_len, seed=seed)
+    if json_out:
+        print(json.dumps(score.to_dict()))
+    else:
+        print(f"induction accuracy {score.accuracy:.1%} on {score.targets} tokens; loss {score.loss:.3f} nats "
+              f"(chance {score.chance_loss:.3f})")
