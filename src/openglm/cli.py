@@ -215,7 +215,7 @@ def _mount_stage_apps() -> None:
     app.add_typer(data_app, name="data", help="clean, deduplicate, mix and pack text into token shards")
     for stage in (train_cli.pretrain, train_cli.sft, train_cli.dpo):
         app.command()(stage)
-    app.add_typer(eval_app, name="eval", help="evaluate models (agent tool use on held-out tasks)")
+    app.add_typer(eval_app, name="eval", help="evaluate models (agent tool use on held-out tasks, in-context copying)")
     app.add_typer(tokenizer_app, name="tokenizer", help="train, merge and report byte-level BPE tokenizers")
 
 

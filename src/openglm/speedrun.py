@@ -215,7 +215,8 @@ class Speedrun:
         (d / "summary.md").write_text(markdown(summary) + "\n")
         # Copying a name into a call needs an induction mechanism; this shows which stage (if any) formed it.
         scores = {s: induction_score(load_model(self.stage_dir(s) / "final").eval()).to_dict()
-                  for s in ("pretrain", "sft/warmup", "sft", "dpo")}
+                  for s in ("pretrain", "sft/warmup", "sft")}
+        scores["dpo"] = induction_score(model).to_dict()  # the model evaluated above
         (d / "induction.json").write_text(json.dumps(scores, indent=2))
 
     # ---- report ------------------------------------------------------------------------

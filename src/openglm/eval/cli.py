@@ -8,12 +8,13 @@ from typing import Annotated
 import typer
 
 app = typer.Typer(help="evaluate models", no_args_is_help=True)
+ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="checkpoint directory (default: the "
+                                               "embedded nano agent model)")]
 
 
 @app.command("agent")
 def agent_eval(
-    model: Annotated[Path | None, typer.Option("--model", "-m", help="checkpoint directory (default: the "
-                                                "embedded nano agent model)")] = None,
+    model: ModelOpt = None,
     n: Annotated[int, typer.Option(help="number of held-out tasks")] = 50,
     seed: Annotated[int, typer.Option(help="task generator seed")] = 0,
     baseline: Annotated[bool, typer.Option(help="also ask each question with no tools offered")] = True,
@@ -39,8 +40,7 @@ def agent_eval(
 
 @app.command("induction")
 def induction_eval(
-    model: Annotated[Path | None, typer.Option("--model", "-m", help="checkpoint directory (default: the "
-                                                "embedded nano agent model)")] = None,
+    model: ModelOpt = None,
     rows: Annotated[int, typer.Option(help="random rows, one repeated span each")] = 64,
     seq_len: Annotated[int, typer.Option(help="tokens per row")] = 128,
     seed: Annotated[int, typer.Option(help="seed of the random rows")] = 0,
