@@ -36,14 +36,15 @@ class Budget:
     """Sizes of each stage; `nano` fits 60 minutes on 2 CPU cores."""
 
     vocab_size: int = 8192
-    pretrain_steps: int = 1200
+    pretrain_steps: int = 1100
     pretrain_seq_len: int = 512
     pretrain_repeat_fraction: float = 0.5  # passages written twice: teaches copying (induction)
     pretrain_tasks: int = 60000  # short first actions and repeats mixed into pre-training
     pretrain_task_repeat_fraction: float = 0.3
+    drill_steps: int = 600  # copy drill before pre-training (openglm.train.drill); 0 = none
     num_kv_heads: int = 4  # nano's dial gives 1; separate key spaces per head for copying (untested vs 1)
     sft_warmup_tasks: int = 90000
-    sft_warmup_steps: int = 1200
+    sft_warmup_steps: int = 1100
     sft_tasks: int = 16000
     sft_short_fraction: float = 1.0  # extra short first actions in phase 2, per whole task
     sft_text_fraction: float = 0.1
@@ -54,8 +55,8 @@ class Budget:
     eval_tasks: int = 100
 
 
-PRESETS = {"nano": Budget(), "tiny": Budget(vocab_size=2048, pretrain_steps=4, pretrain_tasks=60, sft_warmup_tasks=60,
-                                             sft_warmup_steps=3, sft_tasks=120, sft_steps=6,
+PRESETS = {"nano": Budget(), "tiny": Budget(vocab_size=2048, drill_steps=3, pretrain_steps=4, pretrain_tasks=60,
+                                             sft_warmup_tasks=60, sft_warmup_steps=3, sft_tasks=120, sft_steps=6,
                                              dpo_pairs=24, self_contrast=2, dpo_steps=2, eval_tasks=3)}
 
 
@@ -141,13 +142,32 @@ class Speedrun:
                                          b.pretrain_task_repeat_fraction, self.seed)
             docs = _with_repeats(self.stage_dir("data") / "corpus.txt", b.pretrain_repeat_fraction, self.seed)
             mixed_token_shard(load_tokenizer(self.stage_dir("tokenizer")), docs, chats, tokens, self.seed)
-        cfg = self._train_cfg(TrainConfig, d, model=self.preset,
-                              model_overrides={"vocab_size": b.vocab_size, "num_kv_heads": b.num_kv_heads,
-                                               **_special_ids(b.vocab_size)},
+        overrides = {"vocab_size": b.vocab_size, "num_kv_heads": b.num_kv_heads, **_special_ids(b.vocab_size)}
+        start = self._copy_drill(d / "drill", overrides) if b.drill_steps else None
+        cfg = self._train_cfg(TrainConfig, d, model=str(start or self.preset),
+                              model_overrides={} if start else overrides,
                               train_data=[str(tokens)], seq_len=b.pretrain_seq_len,
                               micro_batch_size=8, max_steps=b.pretrain_steps, lr=3e-3, warmup_steps=20,
                               eval_every=0, save_every=100)
         run_pretrain(cfg)
+
+    def _copy_drill(self, out: Path, overrides: dict) -> Path:
+        """A fresh preset model trained on the copy drill, saved to `out` (reused when there)."""
+        import torch
+
+        from openglm import GLM, GLMConfig, save_model
+        from openglm.eval.induction import token_range
+        from openglm.train.drill import DrillConfig, copy_drill
+
+        if not (out / "config.json").exists():
+            torch.manual_seed(self.seed)
+            model = GLM(GLMConfig.from_preset(self.preset, **overrides))
+            hold = min(150, self.budget.drill_steps // 4)
+            log = copy_drill(model, DrillConfig(steps=self.budget.drill_steps, hold=hold, widen=2 * hold,
+                                                seed=self.seed), token_range(model.config))
+            save_model(model, out)
+            (out / "drill_log.json").write_text(json.dumps(log, indent=1))
+        return out
 
     def stage_sft(self, d: Path) -> None:
         from openglm.data.synth import generate_tasks, warmup_conversations, write_jsonl
@@ -214,8 +234,10 @@ class Speedrun:
         (d / "summary.json").write_text(to_json(summary))
         (d / "summary.md").write_text(markdown(summary) + "\n")
         # Copying a name into a call needs an induction mechanism; this shows which stage (if any) formed it.
-        scores = {s: induction_score(load_model(self.stage_dir(s) / "final").eval()).to_dict()
-                  for s in ("pretrain", "sft/warmup", "sft")}
+        stages = [s for s in ("pretrain/drill", "pretrain/final", "sft/warmup/final", "sft/final")
+                  if (self.stage_dir(s) / "config.json").exists()]
+        scores = {s.removesuffix("/final"): induction_score(load_model(self.stage_dir(s)).eval()).to_dict()
+                  for s in stages}
         scores["dpo"] = induction_score(model).to_dict()  # the model evaluated above
         (d / "induction.json").write_text(json.dumps(scores, indent=2))
 

@@ -26,7 +26,7 @@ def test_every_stage_finished_and_the_report_has_the_results(run):
     summary = json.loads((run / "eval" / "summary.json").read_text())
     assert summary["overall"]["tasks"] == PRESETS["tiny"].eval_tasks
     copying = json.loads((run / "eval" / "induction.json").read_text())
-    assert list(copying) == ["pretrain", "sft/warmup", "sft", "dpo"]
+    assert list(copying) == ["pretrain/drill", "pretrain", "sft/warmup", "sft", "dpo"]
     assert all(0 <= v["accuracy"] <= 1 and v["targets"] > 64 for v in copying.values())
     assert "## In-context copying (induction) after each stage" in report and "| sft/warmup |" in report
 

@@ -1,0 +1,47 @@
+"""The copy drill: its rows, its length schedule, and that a small model learns to copy from it."""
+
+import pytest
+import torch
+
+from openglm import GLM, GLMConfig
+from openglm.model.glm import IGNORE
+from openglm.train.drill import DrillConfig, copy_drill, drill_batch
+
+
+def test_blocks_repeat_and_targets_point_inside_second_copies():
+    cfg = DrillConfig(batch_size=4, seq_len=64, span_min=4, span_max=12, hold=0, widen=1)
+    ids, targets = drill_batch(cfg, 10, 100, 200, torch.Generator().manual_seed(0))
+    assert ids.shape == targets.shape == (4, 64) and ids.min() >= 100 and ids.max() < 200
+    for row in range(4):
+        at = 0
+        while (targets[row, at:] != IGNORE).any():
+            first = int((targets[row, at:] != IGNORE).nonzero()[0]) + at  # start of a second copy
+            n = first - at
+            assert 4 <= n <= 12
+            assert torch.equal(ids[row, at:first], ids[row, first:first + n])
+            assert torch.equal(targets[row, first:first + n - 1], ids[row, first + 1:first + n])
+            assert targets[row, first + n - 1] == IGNORE
+            at = first + n
+
+
+def test_the_length_range_is_held_then_widened():
+    cfg = DrillConfig(span_min=6, span_max=48, hold=100, widen=200)
+    assert cfg.shortest(1) == cfg.shortest(100) == 48
+    assert cfg.shortest(200) == 27 and cfg.shortest(300) == cfg.shortest(1000) == 6
+    ids, targets = drill_batch(DrillConfig(batch_size=2, seq_len=100, span_max=48, hold=5), 1, 0, 50,
+                               torch.Generator().manual_seed(1))
+    assert ((targets != IGNORE).sum(1) == 47).all()  # one block of the full length per row
+
+
+def test_rows_too_short_for_two_copies_are_refused():
+    with pytest.raises(ValueError, match="seq_len 40 cannot hold two copies of span_max 24"):
+        drill_batch(DrillConfig(seq_len=40, span_max=24), 1, 0, 10, torch.Generator())
+
+
+def test_a_small_model_learns_to_copy_at_a_fixed_length():
+    torch.manual_seed(0)
+    model = GLM(GLMConfig.from_depth(2, vocab_size=256))
+    cfg = DrillConfig(steps=150, hold=150, span_min=8, span_max=8, batch_size=16, seq_len=32, lr=3e-3)
+    log = copy_drill(model, cfg, (0, 200), progress=False)
+    assert log[0]["accuracy"] < 0.1
+    assert log[-1]["step"] == 150 and log[-1]["accuracy"] > 0.8, log
