@@ -51,10 +51,12 @@ def induction_eval(
     import json
 
     from openglm.cli import load_for_inference
+    from openglm.io import load_model
 
     from .induction import induction_score
 
-    m, _ = load_for_inference(model)
+    # The probe feeds token ids, so a checkpoint needs no tokenizer (the speedrun's drill has none).
+    m = load_model(model).eval() if model else load_for_inference(None)[0]
     score = induction_score(m, rows=rows, seq_len=seq_len, seed=seed)
     if json_out:
         print(json.dumps(score.to_dict()))
