@@ -177,7 +177,8 @@ class Speedrun:
         # the first token of the span to copy forms only after ~40k such examples
         # (BENCHMARKS.md, session 11); whole tasks (~750 tokens each) cannot deliver that.
         warm = d / "warmup"
-        if not (warm / "final").exists():
+        start = warm / "final" if b.sft_warmup_steps else self.stage_dir("pretrain") / "final"
+        if b.sft_warmup_steps and not start.exists():
             warm.mkdir(parents=True, exist_ok=True)
             _write_chats(warmup_conversations(generate_tasks(b.sft_warmup_tasks, seed=self.seed + 5), 0.0, self.seed),
                          warm / "chats.jsonl")
@@ -191,7 +192,7 @@ class Speedrun:
                                           0.0, self.seed), d / "short.jsonl")
         _general_text_chats(self.stage_dir("data") / "corpus.txt", d / "text.jsonl",
                             int(b.sft_tasks * b.sft_text_fraction), self.seed)
-        self._sft(d, warm / "final", [d / "agent.jsonl", d / "short.jsonl", d / "text.jsonl"], b.sft_steps,
+        self._sft(d, start, [d / "agent.jsonl", d / "short.jsonl", d / "text.jsonl"], b.sft_steps,
                   seq_len=2048, micro_batch_size=2)
 
     def _sft(self, d: Path, model: Path, data: list[Path], steps: int, seq_len: int, micro_batch_size: int) -> None:

@@ -88,3 +88,16 @@ def test_the_same_seed_gives_the_same_model(run, tmp_path):
     a, b = load_file(run / "final" / "model.safetensors"), load_file(tmp_path / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     assert (run / "eval" / "summary.json").read_text() == (tmp_path / "eval" / "summary.json").read_text()
+
+
+def test_sft_without_the_warm_up_starts_from_the_pre_trained_base(run, tmp_path):
+    from dataclasses import replace
+
+    for stage in ("data", "tokenizer", "pretrain"):
+        (tmp_path / stage).symlink_to(run / stage)
+    sr = Speedrun(tmp_path, seed=0, budget=replace(PRESETS["tiny"], sft_warmup_steps=0))
+    (tmp_path / "sft").mkdir()
+    sr.stage_sft(tmp_path / "sft")
+    assert (tmp_path / "sft" / "final" / "model.safetensors").exists()
+    assert not (tmp_path / "sft" / "warmup").exists()
+    assert f"model: {tmp_path / 'pretrain' / 'final'}\n" in (tmp_path / "sft" / "config.yaml").read_text()
