@@ -173,9 +173,10 @@ class Speedrun:
         from openglm.data.synth import generate_tasks, warmup_conversations, write_jsonl
 
         b = self.budget
-        # Phase 1: question -> first action only, no system prompt, ~80 to a step. The jump to
-        # the first token of the span to copy forms only after ~40k such examples
-        # (BENCHMARKS.md, session 11); whole tasks (~750 tokens each) cannot deliver that.
+        # Phase 1 (sft_warmup_steps=0 skips it): question -> first action only, no system prompt,
+        # ~80 to a step. Without the copy drill, copying into calls formed only after ~40k such
+        # examples (session 11); on the drilled base it buys little and erodes the probe
+        # (BENCHMARKS.md, session 13).
         warm = d / "warmup"
         start = warm / "final" if b.sft_warmup_steps else self.stage_dir("pretrain") / "final"
         if b.sft_warmup_steps and not start.exists():
