@@ -162,9 +162,8 @@ class Speedrun:
         if not (out / "config.json").exists():
             torch.manual_seed(self.seed)
             model = GLM(GLMConfig.from_preset(self.preset, **overrides))
-            hold = min(150, self.budget.drill_steps // 4)
-            log = copy_drill(model, DrillConfig(steps=self.budget.drill_steps, hold=hold, widen=2 * hold,
-                                                seed=self.seed), token_range(model.config))
+            cfg = DrillConfig.for_steps(self.budget.drill_steps, self.seed)
+            log = copy_drill(model, cfg, token_range(model.config))
             save_model(model, out)
             (out / "drill_log.json").write_text(json.dumps(log, indent=1))
         return out

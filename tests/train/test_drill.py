@@ -45,3 +45,8 @@ def test_a_small_model_learns_to_copy_at_a_fixed_length():
     log = copy_drill(model, cfg, (0, 200), progress=False)
     assert log[0]["accuracy"] < 0.1
     assert log[-1]["step"] == 150 and log[-1]["accuracy"] > 0.8, log
+
+
+def test_the_measured_schedule_shrinks_for_short_runs():
+    assert (DrillConfig.for_steps(600).hold, DrillConfig.for_steps(600).widen) == (150, 300)
+    assert (DrillConfig.for_steps(100, seed=3).hold, DrillConfig.for_steps(100).widen) == (25, 50)

@@ -35,6 +35,12 @@ class DrillConfig:
     lr: float = 1e-3
     seed: int = 0
 
+    @classmethod
+    def for_steps(cls, steps: int, seed: int = 0) -> DrillConfig:
+        """The measured schedule (hold 150, widen 300, 600 steps), shrunk for shorter runs."""
+        hold = min(cls.hold, steps // 4)
+        return cls(steps=steps, hold=hold, widen=2 * hold, seed=seed)
+
     def shortest(self, step: int) -> int:
         """The shortest block length allowed at `step` (1-based)."""
         done = min(1.0, max(0, step - self.hold) / max(1, self.widen))
