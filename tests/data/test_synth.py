@@ -171,3 +171,13 @@ def test_warmup_conversations_are_short_first_actions_and_repeats():
         chat.render(conv)
     assert 30 <= repeats <= 90  # ~30% of 200
     assert all(m["role"] != "system" for c in warmup_conversations(tasks, 0.0, 1) for m in c)
+
+
+def test_heldout_dates_are_new_but_every_weekday_is_seen_in_training():
+    def dates(tasks):
+        return {t.calls[0]["arguments"]["date"] for t in tasks if t.kind == "function-day_of_week"}
+
+    weekdays = {split: {world.day_of_week(d)["weekday"] for d in dates(tasks)}
+                for split, tasks in (("train", TRAIN), ("heldout", HELDOUT))}
+    assert not dates(TRAIN) & dates(HELDOUT)
+    assert len(weekdays["train"]) == 7 and weekdays["heldout"] <= weekdays["train"]
