@@ -9,8 +9,9 @@ run resumes at the stage it was in (training stages also resume from their last 
     pretrain    causal LM on the cleaned corpus mixed with short instruction data (first tool
                 calls and repeats, as GLM-130B's multi-task instruction pre-training): unlike a
                 text-only base, this one can still learn in SFT to copy spans into calls
-    sft         first a warm-up on short first actions alone (question -> call, ~80 to a step),
-                then synthetic agent tasks (AgentTuning in miniature) mixed with general text
+    sft         synthetic agent tasks (AgentTuning in miniature) mixed with short first actions,
+                "repeat exactly" copies and general text, at a rate gentle enough to keep the
+                induction mechanism (an optional warm-up on short first actions comes first)
     dpo         synthetic preference pairs plus Self-Contrast negatives sampled from the SFT model
     eval        held-out tasks through the real agent, with and without tools
     report      report.md + loss curves (PNG) + results table; final/ is the model to ship
@@ -186,8 +187,8 @@ class Speedrun:
                          warm / "chats.jsonl")
             self._sft(warm, self.stage_dir("pretrain") / "final", [warm / "chats.jsonl"], b.sft_warmup_steps,
                       seq_len=512, micro_batch_size=8, lr=3e-3)
-        # Phase 2: whole conversations in the official format, mixed with general text and
-        # (cheap in tokens) more first actions, so the copying learned in phase 1 stays sharp.
+        # Phase 2: whole conversations in the official format, mixed with general text and (cheap
+        # in tokens) more first actions and "repeat exactly" copies, so copying stays sharp.
         tasks = generate_tasks(b.sft_tasks, seed=self.seed)
         write_jsonl(tasks, d / "agent.jsonl")
         _write_chats(warmup_conversations(generate_tasks(int(b.sft_tasks * b.sft_short_fraction), seed=self.seed + 4),

@@ -101,3 +101,10 @@ def test_sft_without_the_warm_up_starts_from_the_pre_trained_base(run, tmp_path)
     assert (tmp_path / "sft" / "final" / "model.safetensors").exists()
     assert not (tmp_path / "sft" / "warmup").exists()
     assert f"model: {tmp_path / 'pretrain' / 'final'}\n" in (tmp_path / "sft" / "config.yaml").read_text()
+
+
+def test_sft_mixes_in_repeat_chats_and_uses_the_sft_learning_rate(run):
+    short = [json.loads(line)["messages"] for line in (run / "sft" / "short.jsonl").read_text().splitlines()]
+    repeats = [m for m in short if m[-1]["content"] in m[0]["content"]]  # the reply echoes the request
+    assert 0 < len(repeats) < len(short)
+    assert f"lr: {PRESETS['tiny'].sft_lr}\n" in (run / "sft" / "config.yaml").read_text()
