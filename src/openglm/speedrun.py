@@ -51,6 +51,7 @@ class Budget:
     sft_text_fraction: float = 0.1
     sft_repeat_fraction: float = 0.3  # share of those short chats that are "repeat exactly" copies
     sft_steps: int = 1300
+    sft_mix: dict[str, float] | None = None  # task family weights for SFT (None: the generator's)
     sft_lr: float = 1e-3  # at 3e-3 (and no repeat copies) the probe fell to 9% after SFT, against 22%
     dpo_pairs: int = 1500
     self_contrast: int = 40
@@ -189,10 +190,10 @@ class Speedrun:
                       seq_len=512, micro_batch_size=8, lr=3e-3)
         # Phase 2: whole conversations in the official format, mixed with general text and (cheap
         # in tokens) more first actions and "repeat exactly" copies, so copying stays sharp.
-        tasks = generate_tasks(b.sft_tasks, seed=self.seed)
+        tasks = generate_tasks(b.sft_tasks, seed=self.seed, mix=b.sft_mix)
         write_jsonl(tasks, d / "agent.jsonl")
-        _write_chats(warmup_conversations(generate_tasks(int(b.sft_tasks * b.sft_short_fraction), seed=self.seed + 4),
-                                          b.sft_repeat_fraction, self.seed), d / "short.jsonl")
+        short = generate_tasks(int(b.sft_tasks * b.sft_short_fraction), seed=self.seed + 4, mix=b.sft_mix)
+        _write_chats(warmup_conversations(short, b.sft_repeat_fraction, self.seed), d / "short.jsonl")
         _general_text_chats(self.stage_dir("data") / "corpus.txt", d / "text.jsonl",
                             int(b.sft_tasks * b.sft_text_fraction), self.seed)
         self._sft(d, start, [d / "agent.jsonl", d / "short.jsonl", d / "text.jsonl"], b.sft_steps,

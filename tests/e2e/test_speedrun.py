@@ -108,3 +108,15 @@ def test_sft_mixes_in_repeat_chats_and_uses_the_sft_learning_rate(run):
     repeats = [m for m in short if m[-1]["content"] in m[0]["content"]]  # the reply echoes the request
     assert 0 < len(repeats) < len(short)
     assert f"lr: {PRESETS['tiny'].sft_lr}\n" in (run / "sft" / "config.yaml").read_text()
+
+
+def test_sft_mix_weights_the_task_families(run, tmp_path):
+    from dataclasses import replace
+
+    for stage in ("data", "tokenizer", "pretrain"):
+        (tmp_path / stage).symlink_to(run / stage)
+    budget = replace(PRESETS["tiny"], sft_warmup_steps=0, sft_steps=1, sft_mix={"arithmetic": 1.0})
+    (tmp_path / "sft").mkdir()
+    Speedrun(tmp_path, seed=0, budget=budget).stage_sft(tmp_path / "sft")
+    kinds = {json.loads(line)["kind"] for line in (tmp_path / "sft" / "agent.jsonl").read_text().splitlines()}
+    assert kinds and all(k.startswith("arith-") for k in kinds)
