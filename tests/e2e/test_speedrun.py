@@ -1,6 +1,7 @@
 """The whole pipeline on the `tiny` budget: every stage runs, the result loads, a rerun resumes."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -90,14 +91,18 @@ def test_the_same_seed_gives_the_same_model(run, tmp_path):
     assert (run / "eval" / "summary.json").read_text() == (tmp_path / "eval" / "summary.json").read_text()
 
 
-def test_sft_without_the_warm_up_starts_from_the_pre_trained_base(run, tmp_path):
+def _sft_only(run: Path, out: Path, **budget) -> None:
+    """The SFT stage alone with a changed tiny budget, on `run`'s data, tokenizer and base."""
     from dataclasses import replace
 
     for stage in ("data", "tokenizer", "pretrain"):
-        (tmp_path / stage).symlink_to(run / stage)
-    sr = Speedrun(tmp_path, seed=0, budget=replace(PRESETS["tiny"], sft_warmup_steps=0))
-    (tmp_path / "sft").mkdir()
-    sr.stage_sft(tmp_path / "sft")
+        (out / stage).symlink_to(run / stage)
+    (out / "sft").mkdir()
+    Speedrun(out, seed=0, budget=replace(PRESETS["tiny"], **budget)).stage_sft(out / "sft")
+
+
+def test_sft_without_the_warm_up_starts_from_the_pre_trained_base(run, tmp_path):
+    _sft_only(run, tmp_path, sft_warmup_steps=0)
     assert (tmp_path / "sft" / "final" / "model.safetensors").exists()
     assert not (tmp_path / "sft" / "warmup").exists()
     assert f"model: {tmp_path / 'pretrain' / 'final'}\n" in (tmp_path / "sft" / "config.yaml").read_text()
@@ -111,12 +116,6 @@ def test_sft_mixes_in_repeat_chats_and_uses_the_sft_learning_rate(run):
 
 
 def test_sft_mix_weights_the_task_families(run, tmp_path):
-    from dataclasses import replace
-
-    for stage in ("data", "tokenizer", "pretrain"):
-        (tmp_path / stage).symlink_to(run / stage)
-    budget = replace(PRESETS["tiny"], sft_warmup_steps=0, sft_steps=1, sft_mix={"arithmetic": 1.0})
-    (tmp_path / "sft").mkdir()
-    Speedrun(tmp_path, seed=0, budget=budget).stage_sft(tmp_path / "sft")
+    _sft_only(run, tmp_path, sft_warmup_steps=0, sft_steps=1, sft_mix={"arithmetic": 1.0})
     kinds = {json.loads(line)["kind"] for line in (tmp_path / "sft" / "agent.jsonl").read_text().splitlines()}
     assert kinds and all(k.startswith("arith-") for k in kinds)
