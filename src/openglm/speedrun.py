@@ -43,6 +43,7 @@ class Budget:
     pretrain_tasks: int = 60000  # short first actions and repeats mixed into pre-training
     pretrain_task_repeat_fraction: float = 0.3
     drill_steps: int = 600  # copy drill before pre-training (openglm.train.drill); 0 = none
+    pretrain_copy_fraction: float = 0.15  # share of pre-training tokens that are drill rows (copy_rows)
     num_kv_heads: int = 4  # nano's dial gives 1; separate key spaces per head for copying (untested vs 1)
     sft_warmup_tasks: int = 90000
     sft_warmup_steps: int = 0  # 0 = none: on the drilled base it costs 15 min and lowers held-out scores
@@ -50,6 +51,7 @@ class Budget:
     sft_short_fraction: float = 1.0  # extra short first actions in phase 2, per whole task
     sft_text_fraction: float = 0.1
     sft_repeat_fraction: float = 0.3  # share of those short chats that are "repeat exactly" copies
+    sft_random_copies: float = 0.3  # "repeat exactly" chats over random tokens, per SFT task
     sft_steps: int = 1300
     sft_mix: dict[str, float] | None = None  # task family weights for SFT (None: the generator's)
     sft_lr: float = 1e-3  # at 3e-3 (and no repeat copies) the probe fell to 9% after SFT, against 22%
@@ -145,7 +147,8 @@ class Speedrun:
             chats = warmup_conversations(generate_tasks(b.pretrain_tasks, seed=self.seed + 3),
                                          b.pretrain_task_repeat_fraction, self.seed)
             docs = _with_repeats(self.stage_dir("data") / "corpus.txt", b.pretrain_repeat_fraction, self.seed)
-            mixed_token_shard(load_tokenizer(self.stage_dir("tokenizer")), docs, chats, tokens, self.seed)
+            tok = load_tokenizer(self.stage_dir("tokenizer"))
+            mixed_token_shard(tok, docs, chats, tokens, self.seed, b.pretrain_copy_fraction)
         overrides = {"vocab_size": b.vocab_size, "num_kv_heads": b.num_kv_heads, **_special_ids(b.vocab_size)}
         start = self._copy_drill(d / "drill", overrides) if b.drill_steps else None
         cfg = self._train_cfg(TrainConfig, d, model=str(start or self.preset),
@@ -174,6 +177,7 @@ class Speedrun:
 
     def stage_sft(self, d: Path) -> None:
         from openglm.data.synth import generate_tasks, warmup_conversations, write_jsonl
+        from openglm.tokenizer import load_tokenizer
 
         b = self.budget
         # Phase 1 (sft_warmup_steps=0 skips it): question -> first action only, no system prompt,
@@ -196,8 +200,10 @@ class Speedrun:
         _write_chats(warmup_conversations(short, b.sft_repeat_fraction, self.seed), d / "short.jsonl")
         _general_text_chats(self.stage_dir("data") / "corpus.txt", d / "text.jsonl",
                             int(b.sft_tasks * b.sft_text_fraction), self.seed)
-        self._sft(d, start, [d / "agent.jsonl", d / "short.jsonl", d / "text.jsonl"], b.sft_steps,
-                  seq_len=2048, micro_batch_size=2, lr=b.sft_lr)
+        _write_chats(random_copy_chats(load_tokenizer(self.stage_dir("tokenizer")),
+                                       int(b.sft_tasks * b.sft_random_copies), self.seed), d / "copies.jsonl")
+        self._sft(d, start, [d / "agent.jsonl", d / "short.jsonl", d / "text.jsonl", d / "copies.jsonl"],
+                  b.sft_steps, seq_len=2048, micro_batch_size=2, lr=b.sft_lr)
 
     def _sft(self, d: Path, model: Path, data: list[Path], steps: int, seq_len: int, micro_batch_size: int,
              lr: float) -> None:
@@ -310,21 +316,28 @@ def _with_repeats(corpus: Path, fraction: float, seed: int) -> list[str]:
     return docs
 
 
-def mixed_token_shard(tok, docs: list[str], chats: list[list[dict]], out: Path, seed: int) -> dict:
-    """One token shard of text documents and rendered chats, shuffled together at document level.
+def mixed_token_shard(tok, docs: list[str], chats: list[list[dict]], out: Path, seed: int,
+                      copy_fraction: float = 0.0) -> dict:
+    """One token shard of text documents, rendered chats and (`copy_fraction` of all tokens) copy
+    drill rows, shuffled together at document level.
 
     Chats keep their special tokens (role markers), so pre-training sees exactly the ids SFT
     and inference use; every document ends with <|endoftext|>. Returns the token counts.
     """
     from openglm.train.data import write_index, write_shard
+    from openglm.train.drill import copy_rows
     from openglm.train.sft import encode_conversation
 
     pieces = [ids + [tok.eos_id] for ids in tok.encode_batch(docs)]
     n_text = sum(map(len, pieces))
     pieces += [encode_conversation(tok, c).ids.tolist() + [tok.eos_id] for c in chats]
+    n_chat = sum(map(len, pieces)) - n_text
+    want = int((n_text + n_chat) * copy_fraction / (1 - copy_fraction))
+    pieces += [row + [tok.eos_id] for row in copy_rows(want, 0, tok.n_ranks, seed)] if want else []
     random.Random(seed).shuffle(pieces)
     ids = [i for p in pieces for i in p]
-    counts = {"text_tokens": n_text, "chat_tokens": len(ids) - n_text, "documents": len(docs), "chats": len(chats)}
+    counts = {"text_tokens": n_text, "chat_tokens": n_chat, "copy_tokens": len(ids) - n_text - n_chat,
+              "documents": len(docs), "chats": len(chats)}
     write_index(out, [write_shard(out / "mixed-00000.bin", ids)], **counts)
     console.print(f"pre-training mix: {counts}")
     return counts
@@ -333,6 +346,21 @@ def mixed_token_shard(tok, docs: list[str], chats: list[list[dict]], out: Path, 
 def _write_chats(chats: list[list[dict]], path: Path) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps({"messages": c}, ensure_ascii=False) + "\n" for c in chats)
+
+
+def random_copy_chats(tok, n: int, seed: int, span: tuple[int, int] = (4, 40)) -> list[list[dict]]:
+    """`n` "repeat exactly" chats over strings of random tokens: copying no n-gram can shortcut,
+    of pieces held-out names are made of too (the drill in chat form, loss on the copy only)."""
+    pieces = [p for p in (tok.decode([i]) for i in range(tok.n_ranks))
+              if p.strip() and p.isprintable() and "\ufffd" not in p and "<|" not in p]
+    rng = random.Random(seed)
+    chats = []
+    for _ in range(n):
+        text = "".join(rng.choices(pieces, k=rng.randint(*span))).strip()
+        ask = rng.choice(["Repeat exactly: ", "请原样重复："]) + text
+        chats.append([{"role": "user", "content": ask, "metadata": ""},
+                      {"role": "assistant", "metadata": "", "content": text}])
+    return chats
 
 
 def _general_text_chats(corpus: Path, out: Path, n: int, seed: int) -> None:

@@ -55,7 +55,7 @@ def test_sft_data_holds_agent_tasks_and_general_text(run):
     assert json.loads(text[0])["messages"][0]["role"] == "user"
 
 
-def test_pretraining_mixes_every_passage_with_instruction_chats(run):
+def test_pretraining_mixes_every_passage_with_instruction_chats_and_copy_rows(run):
     import numpy as np
 
     from openglm.tokenizer import load_tokenizer
@@ -65,11 +65,22 @@ def test_pretraining_mixes_every_passage_with_instruction_chats(run):
     meta = json.loads((shard / "index.json").read_text())
     assert meta["documents"] == len(corpus) and meta["chats"] == PRESETS["tiny"].pretrain_tasks
     ids = np.fromfile(shard / meta["shards"][0]["path"], dtype=np.uint32).tolist()
-    assert len(ids) == meta["text_tokens"] + meta["chat_tokens"]
-    docs = load_tokenizer(run / "tokenizer").decode(ids).split("<|endoftext|>")
-    assert docs[-1] == "" and len(docs) - 1 == meta["documents"] + meta["chats"]
+    assert len(ids) == meta["text_tokens"] + meta["chat_tokens"] + meta["copy_tokens"]
+    assert abs(meta["copy_tokens"] / len(ids) - PRESETS["tiny"].pretrain_copy_fraction) < 0.01
+    tok = load_tokenizer(run / "tokenizer")
+    ends = [i for i, t in enumerate(ids) if t == tok.eos_id]
+    assert ends[-1] == len(ids) - 1
+    pieces = [ids[a + 1:b] for a, b in zip([-1, *ends], ends)]
+
+    def copy_row(p):  # openglm.train.drill.copy_rows: 128 ids led by a block `h h`
+        return len(p) == 128 and any(p[:n] == p[n:2 * n] for n in range(6, 49))
+
+    copies = [p for p in pieces if copy_row(p)]
+    docs = [tok.decode(p) for p in pieces if not copy_row(p)]
+    assert len(copies) * 129 == meta["copy_tokens"]
+    assert len(docs) == meta["documents"] + meta["chats"]
     chats = [d for d in docs if "<|assistant|>" in d]
-    texts = [d for d in docs[:-1] if "<|assistant|>" not in d]
+    texts = [d for d in docs if "<|assistant|>" not in d]
     assert len(chats) == meta["chats"] and all(d.startswith("[gMASK]<sop><|user|>") for d in chats)
 
     def doubled(p):  # "X\nX"
@@ -113,6 +124,18 @@ def test_sft_mixes_in_repeat_chats_and_uses_the_sft_learning_rate(run):
     repeats = [m for m in short if m[-1]["content"] in m[0]["content"]]  # the reply echoes the request
     assert 0 < len(repeats) < len(short)
     assert f"lr: {PRESETS['tiny'].sft_lr}\n" in (run / "sft" / "config.yaml").read_text()
+
+
+def test_sft_holds_random_token_copies(run):
+    from openglm.tokenizer import load_tokenizer
+
+    chats = [json.loads(line)["messages"] for line in (run / "sft" / "copies.jsonl").read_text().splitlines()]
+    assert len(chats) == int(PRESETS["tiny"].sft_tasks * PRESETS["tiny"].sft_random_copies)
+    tok = load_tokenizer(run / "tokenizer")
+    for user, reply in chats:
+        assert user["content"] in ("Repeat exactly: " + reply["content"], "请原样重复：" + reply["content"])
+        assert "\ufffd" not in reply["content"] and len(tok.encode(reply["content"])) >= 2
+    assert len({reply["content"] for _, reply in chats}) == len(chats)
 
 
 def test_sft_mix_weights_the_task_families(run, tmp_path):

@@ -5,7 +5,7 @@ import torch
 
 from openglm import GLM, GLMConfig
 from openglm.model.glm import IGNORE
-from openglm.train.drill import DrillConfig, copy_drill, drill_batch
+from openglm.train.drill import DrillConfig, copy_drill, copy_rows, drill_batch
 
 
 def test_blocks_repeat_and_targets_point_inside_second_copies():
@@ -50,3 +50,18 @@ def test_a_small_model_learns_to_copy_at_a_fixed_length():
 def test_the_measured_schedule_shrinks_for_short_runs():
     assert (DrillConfig.for_steps(600).hold, DrillConfig.for_steps(600).widen) == (150, 300)
     assert (DrillConfig.for_steps(100, seed=3).hold, DrillConfig.for_steps(100).widen) == (25, 50)
+
+
+def test_copy_rows_repeat_each_block_and_are_seeded():
+    rows = copy_rows(2000, 10, 60, seed=5, row_len=64, span=(4, 12))
+    assert sum(map(len, rows)) >= 2000 and all(len(r) == 64 for r in rows)
+    assert all(10 <= i < 60 for r in rows for i in r)
+    assert rows == copy_rows(2000, 10, 60, seed=5, row_len=64, span=(4, 12))
+    assert rows != copy_rows(2000, 10, 60, seed=6, row_len=64, span=(4, 12))
+    # Every row starts with a block `h h`, 4 to 12 ids long: the shortest n whose halves match.
+    for r in rows:
+        n = next(n for n in range(4, 13) if r[:n] == r[n:2 * n])
+        assert n <= 12
+    # Random ids repeat by chance about once in a row; blocks make far more pairs.
+    repeats = sum(r[i] == r[j] for r in rows for i in range(64) for j in range(i + 4, min(64, i + 25)))
+    assert repeats > 10 * len(rows)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -57,15 +58,41 @@ def drill_batch(cfg: DrillConfig, step: int, low: int, high: int,
     targets = torch.full_like(ids, IGNORE)
     shortest = cfg.shortest(step)
     for row in range(cfg.batch_size):
-        at = 0
-        while True:
-            n = int(torch.randint(shortest, cfg.span_max + 1, (1,), generator=generator))
-            if at + 2 * n > cfg.seq_len:
-                break
+        for at, n in _blocks(cfg.seq_len, shortest, cfg.span_max,
+                             lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=generator))):
             ids[row, at + n:at + 2 * n] = ids[row, at:at + n]
             targets[row, at + n:at + 2 * n - 1] = ids[row, at + n + 1:at + 2 * n]
-            at += 2 * n
     return ids, targets
+
+
+def _blocks(seq_len: int, shortest: int, longest: int, draw) -> list[tuple[int, int]]:
+    """(start, n) of the `h h` blocks filling a row from its start; draw(lo, hi) is inclusive."""
+    blocks, at = [], 0
+    while True:
+        n = draw(shortest, longest)
+        if at + 2 * n > seq_len:
+            return blocks
+        blocks.append((at, n))
+        at += 2 * n
+
+
+def copy_rows(n_tokens: int, low: int, high: int, seed: int, row_len: int = 128,
+              span: tuple[int, int] = (6, 48)) -> list[list[int]]:
+    """Drill rows as plain token lists (about `n_tokens` in all), to mix into a pre-training shard.
+
+    Trained there with the ordinary causal loss: the first copy of each block is noise, the second
+    is predictable only by copying. Keeps the drilled copy circuit in use while the model learns
+    text (without them, the copy probe fell from 99% to 28% in 200 pre-training steps).
+    """
+    rng = np.random.default_rng(seed)
+    rows, made = [], 0
+    while made < n_tokens:
+        row = rng.integers(low, high, row_len)
+        for at, n in _blocks(row_len, *span, lambda lo, hi: int(rng.integers(lo, hi + 1))):
+            row[at + n:at + 2 * n] = row[at:at + n]
+        rows.append(row.tolist())
+        made += row_len
+    return rows
 
 
 def copy_drill(model, cfg: DrillConfig, token_ids: tuple[int, int], progress: bool = True) -> list[dict]:

@@ -100,6 +100,9 @@ def conversation(tools: list[dict] | None, user: str, turns: list[tuple[str, str
 
 
 # ---- arithmetic solved with python -------------------------------------------------
+# round() only where the exact result has more digits than the answer: a percent of an integer
+# prints exactly as it is (n / 100 is the shortest float repr). With round() there too, the
+# nano model dropped it for "{b}乘以{a}%" (5 of 33 held-out arithmetic tasks, session 14).
 ARITH = {
     "mul": ({"en": ["What is {a} times {b}?", "Calculate {a} multiplied by {b}.", "Multiply {a} by {b}.",
                     "What is the product of {a} and {b}?", "{a} times {b} equals what?", "Please work out {a} x {b}.",
@@ -163,7 +166,7 @@ ARITH = {
                         "{b}的百分之{a}是多少？请计算。", "我想知道{b}的{a}%是多少。", "计算：{b}的{a}%。", "能算一下{b}的{a}%吗？", "{b}里的{a}%有多少？",
                         "取{b}的百分之{a}，结果是多少？",
                         "{b}乘以{a}%等于多少？"]},
-                lambda r, s: (number(r, 2, 95, s), number(r, 1000, 99999, s)), "round({b} * {a} / 100, 2)"),
+                lambda r, s: (number(r, 2, 95, s), number(r, 1000, 99999, s)), "{b} * {a} / 100"),
     "cagr": ({"en": ["A population grew from {a} to {b} over 10 years. What is the compound annual growth rate "
                      "in percent?",
                      "Revenue went from {a} to {b} in 10 years. Compute the CAGR (%).",
