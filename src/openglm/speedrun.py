@@ -349,8 +349,8 @@ def _write_chats(chats: list[list[dict]], path: Path) -> None:
 
 
 def random_copy_chats(tok, n: int, seed: int, span: tuple[int, int] = (4, 40)) -> list[list[dict]]:
-    """`n` "repeat exactly" chats over strings of random tokens: copying no n-gram can shortcut,
-    of pieces held-out names are made of too (the drill in chat form, loss on the copy only)."""
+    """`n` "repeat exactly" chats over strings of random tokens: the drill in chat form (loss on
+    the copy only), over every token, so also the pieces of names training never shows."""
     pieces = [p for p in (tok.decode([i]) for i in range(tok.n_ranks))
               if p.strip() and p.isprintable() and "\ufffd" not in p and "<|" not in p]
     rng = random.Random(seed)
