@@ -147,8 +147,8 @@ class Speedrun:
             chats = warmup_conversations(generate_tasks(b.pretrain_tasks, seed=self.seed + 3),
                                          b.pretrain_task_repeat_fraction, self.seed)
             docs = _with_repeats(self.stage_dir("data") / "corpus.txt", b.pretrain_repeat_fraction, self.seed)
-            tok = load_tokenizer(self.stage_dir("tokenizer"))
-            mixed_token_shard(tok, docs, chats, tokens, self.seed, b.pretrain_copy_fraction)
+            mixed_token_shard(load_tokenizer(self.stage_dir("tokenizer")), docs, chats, tokens, self.seed,
+                              b.pretrain_copy_fraction)
         overrides = {"vocab_size": b.vocab_size, "num_kv_heads": b.num_kv_heads, **_special_ids(b.vocab_size)}
         start = self._copy_drill(d / "drill", overrides) if b.drill_steps else None
         cfg = self._train_cfg(TrainConfig, d, model=str(start or self.preset),
@@ -176,7 +176,7 @@ class Speedrun:
         return out
 
     def stage_sft(self, d: Path) -> None:
-        from openglm.data.synth import generate_tasks, warmup_conversations, write_jsonl
+        from openglm.data.synth import generate_tasks, random_copy_chats, warmup_conversations, write_jsonl
         from openglm.tokenizer import load_tokenizer
 
         b = self.budget
@@ -328,15 +328,15 @@ def mixed_token_shard(tok, docs: list[str], chats: list[list[dict]], out: Path, 
     from openglm.train.drill import copy_rows
     from openglm.train.sft import encode_conversation
 
-    pieces = [ids + [tok.eos_id] for ids in tok.encode_batch(docs)]
-    n_text = sum(map(len, pieces))
-    pieces += [encode_conversation(tok, c).ids.tolist() + [tok.eos_id] for c in chats]
-    n_chat = sum(map(len, pieces)) - n_text
-    want = int((n_text + n_chat) * copy_fraction / (1 - copy_fraction))
-    pieces += [row + [tok.eos_id] for row in copy_rows(want, 0, tok.n_ranks, seed)] if want else []
+    texts = [ids + [tok.eos_id] for ids in tok.encode_batch(docs)]
+    convs = [encode_conversation(tok, c).ids.tolist() + [tok.eos_id] for c in chats]
+    n_text, n_chat = sum(map(len, texts)), sum(map(len, convs))
+    copies = [row + [tok.eos_id] for row in
+              copy_rows(int((n_text + n_chat) * copy_fraction / (1 - copy_fraction)), 0, tok.n_ranks, seed)]
+    pieces = texts + convs + copies
     random.Random(seed).shuffle(pieces)
     ids = [i for p in pieces for i in p]
-    counts = {"text_tokens": n_text, "chat_tokens": n_chat, "copy_tokens": len(ids) - n_text - n_chat,
+    counts = {"text_tokens": n_text, "chat_tokens": n_chat, "copy_tokens": sum(map(len, copies)),
               "documents": len(docs), "chats": len(chats)}
     write_index(out, [write_shard(out / "mixed-00000.bin", ids)], **counts)
     console.print(f"pre-training mix: {counts}")
@@ -346,21 +346,6 @@ def mixed_token_shard(tok, docs: list[str], chats: list[list[dict]], out: Path, 
 def _write_chats(chats: list[list[dict]], path: Path) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps({"messages": c}, ensure_ascii=False) + "\n" for c in chats)
-
-
-def random_copy_chats(tok, n: int, seed: int, span: tuple[int, int] = (4, 40)) -> list[list[dict]]:
-    """`n` "repeat exactly" chats over strings of random tokens: the drill in chat form (loss on
-    the copy only), over every token, so also the pieces of names training never shows."""
-    pieces = [p for p in (tok.decode([i]) for i in range(tok.n_ranks))
-              if p.strip() and p.isprintable() and "\ufffd" not in p and "<|" not in p]
-    rng = random.Random(seed)
-    chats = []
-    for _ in range(n):
-        text = "".join(rng.choices(pieces, k=rng.randint(*span))).strip()
-        ask = rng.choice(["Repeat exactly: ", "请原样重复："]) + text
-        chats.append([{"role": "user", "content": ask, "metadata": ""},
-                      {"role": "assistant", "metadata": "", "content": text}])
-    return chats
 
 
 def _general_text_chats(corpus: Path, out: Path, n: int, seed: int) -> None:

@@ -11,7 +11,7 @@ import json
 import random
 
 from . import world
-from .curriculum import warmup_conversations
+from .curriculum import random_copy_chats, warmup_conversations
 from .preferences import preference_pairs
 from .tasks import Task, arithmetic, fact_lookup, function_call, plain_chat, refusal, search_then_compute
 
@@ -45,5 +45,5 @@ def write_jsonl(tasks: list[Task], path) -> None:
             f.write(json.dumps(t.to_json(), ensure_ascii=False) + "\n")
 
 
-__all__ = ["DEFAULT_MIX", "FAMILIES", "Task", "generate_tasks", "preference_pairs", "warmup_conversations", "world",
-           "write_jsonl"]
+__all__ = ["DEFAULT_MIX", "FAMILIES", "Task", "generate_tasks", "preference_pairs", "random_copy_chats",
+           "warmup_conversations", "world", "write_jsonl"]

@@ -27,11 +27,28 @@ def first_action(task: Task) -> list[dict]:
     return [m for m in task.messages[: k + 1] if m["role"] != "system"]
 
 
+def copy_chat(ask: str, text: str) -> list[dict]:
+    """The request `ask` (a REPEAT template) and the reply `text`, written back."""
+    return [{"role": "user", "content": ask.format(q=text), "metadata": ""},
+            {"role": "assistant", "metadata": "", "content": text}]
+
+
 def repeat_chat(task: Task, rng: random.Random) -> list[dict]:
-    question = task.prompt[-1]["content"]
-    ask = rng.choice(REPEAT[task.lang]).format(q=question)
-    return [{"role": "user", "content": ask, "metadata": ""},
-            {"role": "assistant", "metadata": "", "content": question}]
+    return copy_chat(rng.choice(REPEAT[task.lang]), task.prompt[-1]["content"])
+
+
+def random_copy_chats(tok, n: int, seed: int, span: tuple[int, int] = (4, 40)) -> list[list[dict]]:
+    """`n` "repeat exactly" chats over strings of random tokens of `tok`: the copy drill in chat
+    form (loss on the copy only), over every token, so also the pieces of names training never shows."""
+    pieces = [p for p in (tok.decode([i]) for i in range(tok.n_ranks))
+              if p.strip() and p.isprintable() and "\ufffd" not in p and "<|" not in p]
+    rng = random.Random(seed)
+    asks = [REPEAT["en"][1], REPEAT["zh"][1]]  # explicit requests only: a bare echo of noise teaches nothing
+    chats = []
+    for _ in range(n):
+        text = "".join(rng.choices(pieces, k=rng.randint(*span))).strip()
+        chats.append(copy_chat(rng.choice(asks), text))
+    return chats
 
 
 def warmup_conversations(tasks: list[Task], repeat_fraction: float, seed: int) -> list[list[dict]]:
