@@ -42,7 +42,7 @@ class Budget:
     pretrain_repeat_fraction: float = 0.5  # passages written twice: teaches copying (induction)
     pretrain_tasks: int = 60000  # short first actions and repeats mixed into pre-training
     pretrain_task_repeat_fraction: float = 0.3
-    drill_steps: int = 600  # copy drill before pre-training (openglm.train.drill); 0 = none
+    drill_steps: int = 800  # most steps of the copy drill before pre-training (it stops when solved); 0 = none
     pretrain_copy_fraction: float = 0.15  # share of pre-training tokens that are drill rows (copy_rows)
     num_kv_heads: int = 4  # nano's dial gives 1; separate key spaces per head for copying (untested vs 1)
     sft_warmup_tasks: int = 90000
@@ -169,9 +169,14 @@ class Speedrun:
         if not (out / "config.json").exists():
             torch.manual_seed(self.seed)
             model = GLM(GLMConfig.from_preset(self.preset, **overrides))
-            cfg = DrillConfig.for_steps(self.budget.drill_steps, self.seed)
+            model.to("cuda" if torch.cuda.is_available() else "cpu")
+            cfg = DrillConfig(steps=self.budget.drill_steps, seed=self.seed)
             log = copy_drill(model, cfg, token_range(model.config))
-            save_model(model, out)
+            if not log[-1]["solved"]:
+                console.print(f"[red]copy drill unsolved after {log[-1]['step']} steps (accuracy "
+                              f"{log[-1]['accuracy']:.0%} at length >= {log[-1]['shortest']}): the model will "
+                              "hardly copy names into calls; raise drill_steps or try another seed[/red]")
+            save_model(model.cpu(), out)
             (out / "drill_log.json").write_text(json.dumps(log, indent=1))
         return out
 

@@ -5,12 +5,17 @@ Copying a name or a number from a question into a tool call needs an induction m
 model finds it only after a long loss plateau: on repeated random spans the nano model stays at
 chance for thousands of steps (BENCHMARKS.md, sessions 12-13). Written at one fixed length,
 though, a repeat is learnt in ~150 steps, by a purely positional head ("attend L-1 tokens back")
-that copies what it sees. The drill starts there and then widens the length range step by
-step: each widening leaves only a few candidate offsets, so matching by content, the real
+that copies what it sees. The drill starts there and then widens the length range notch by
+notch: each widening leaves only a few candidate offsets, so matching by content, the real
 induction mechanism, is learnt from a head that already copies.
 
+The range widens only when the drill is solved at the current one (accuracy >= `gate`), never by
+the clock: when and whether the content mechanism forms varies with the seed. On a fixed
+schedule, seed 0 formed it 150 steps into the widening, a seed-1 run never did in 600 steps
+(loss 8.0); gated, seeds 1 and 2 both finished at step 475 (BENCHMARKS.md, session 16).
+
 Each row is random token ids made of blocks `h h`, `h` of n random ids, n drawn from
-[lo(step), span_max]; loss is taken inside each second copy only.
+[shortest, span_max]; loss is taken inside each second copy only.
 """
 
 from __future__ import annotations
@@ -26,37 +31,30 @@ from ..model.glm import IGNORE
 
 @dataclass
 class DrillConfig:
-    steps: int = 600
-    hold: int = 150  # steps at the one length span_max (the positional head forms here)
-    widen: int = 300  # steps over which the shortest length falls from span_max to span_min
+    steps: int = 600  # at most; the drill stops as soon as it is solved at span_min
     span_min: int = 6
-    span_max: int = 48
+    span_max: int = 48  # the one length it starts at (the positional head forms here)
+    gate: float = 0.9  # accuracy on a check's batch that solves the current range
+    notch: int = 6  # how far the shortest length drops when it is solved
+    check_every: int = 25
     batch_size: int = 32
     seq_len: int = 128
     lr: float = 1e-3
     seed: int = 0
 
-    @classmethod
-    def for_steps(cls, steps: int, seed: int = 0) -> DrillConfig:
-        """The measured schedule (hold 150, widen 300, 600 steps), shrunk for shorter runs."""
-        hold = min(cls.hold, steps // 4)
-        return cls(steps=steps, hold=hold, widen=2 * hold, seed=seed)
-
-    def shortest(self, step: int) -> int:
-        """The shortest block length allowed at `step` (1-based)."""
-        done = min(1.0, max(0, step - self.hold) / max(1, self.widen))
-        return max(self.span_min, round(self.span_max - (self.span_max - self.span_min) * done))
+    def next_shortest(self, shortest: int, accuracy: float) -> int:
+        """The shortest block length after a check: a notch lower once the current range is solved."""
+        return max(self.span_min, shortest - self.notch) if accuracy >= self.gate else shortest
 
 
-def drill_batch(cfg: DrillConfig, step: int, low: int, high: int,
+def drill_batch(cfg: DrillConfig, shortest: int, low: int, high: int,
                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, targets) [batch, seq_len]: ids drawn from [low, high), blocks `h h` from the start
-    of each row; targets are the next id inside every second copy, IGNORE elsewhere."""
+    """(ids, targets) [batch, seq_len]: ids drawn from [low, high), blocks `h h` (n in [shortest,
+    span_max]) from the start of each row; targets are the next id inside every second copy."""
     if cfg.seq_len < 2 * cfg.span_max:
         raise ValueError(f"seq_len {cfg.seq_len} cannot hold two copies of span_max {cfg.span_max}")
     ids = torch.randint(low, high, (cfg.batch_size, cfg.seq_len), generator=generator)
     targets = torch.full_like(ids, IGNORE)
-    shortest = cfg.shortest(step)
     for row in range(cfg.batch_size):
         for at, n in _blocks(cfg.seq_len, shortest, cfg.span_max,
                              lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=generator))):
@@ -96,31 +94,38 @@ def copy_rows(n_tokens: int, low: int, high: int, seed: int, row_len: int = 128,
 
 
 def copy_drill(model, cfg: DrillConfig, token_ids: tuple[int, int], progress: bool = True) -> list[dict]:
-    """Train `model` in place on the drill; returns a log record every 25 steps."""
+    """Train `model` in place on the drill; returns a record per check, the last one saying
+    whether the drill was solved (accuracy >= gate at span_min) within `cfg.steps`."""
     from rich.progress import Progress
 
     low, high = token_ids
+    device = next(model.parameters()).device  # batches are drawn on the CPU (same rows everywhere), then moved
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     model.train()
-    log = []
+    log, shortest = [], cfg.span_max
     with Progress(disable=not progress) as bar:
         task = bar.add_task("copy drill", total=cfg.steps)
         for step in range(1, cfg.steps + 1):
-            ids, targets = drill_batch(cfg, step, low, high, g)
+            ids, targets = (t.to(device) for t in drill_batch(cfg, shortest, low, high, g))
             for group in opt.param_groups:  # short linear warm-up, then constant
                 group["lr"] = cfg.lr * min(1.0, step / 50)
-            with torch.autocast("cpu", torch.bfloat16):
+            with torch.autocast(device.type, torch.bfloat16):
                 logits = model(ids)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if step % 25 == 0 or step == cfg.steps:
-                mask = targets != IGNORE
-                acc = (logits[mask].argmax(-1) == targets[mask]).float().mean().item()
-                log.append({"step": step, "loss": round(loss.item(), 4), "accuracy": round(acc, 4),
-                            "shortest": cfg.shortest(step)})
-            bar.update(task, advance=1, description=f"copy drill (loss {loss.item():.3f})")
+            bar.update(task, advance=1, description=f"copy drill (loss {loss.item():.3f}, shortest {shortest})")
+            if step % cfg.check_every and step < cfg.steps:
+                continue
+            mask = targets != IGNORE
+            acc = (logits[mask].argmax(-1) == targets[mask]).float().mean().item()
+            solved = shortest == cfg.span_min and acc >= cfg.gate
+            log.append({"step": step, "loss": round(loss.item(), 4), "accuracy": round(acc, 4),
+                        "shortest": shortest, "solved": solved})
+            if solved:
+                break
+            shortest = cfg.next_shortest(shortest, acc)
     model.eval()
     return log
