@@ -58,6 +58,19 @@ def test_made_up_cities_are_training_only_and_never_overlap_real_names():
     assert sum(any(q.startswith(c.en) or q.startswith(c.zh) for c in made_up) for q in used) > len(used) / 2
 
 
+def test_made_up_chinese_names_use_the_characters_of_heldout_names():
+    # A name character never seen in a training name was not copied (沈 of 沈阳, 雅 of 雅加达,
+    # session 16); the made-up names now draw on the 2,000 most frequent characters.
+    made_up = "".join(c.zh for c in world.CITIES if c.synthetic)
+    held = "".join(c.zh for c in world.CITIES if c.heldout)
+    pool = set(world._COMMON_HAN + world._MORE_HAN)
+    assert len(pool) == 2000 and set(made_up) <= pool
+    assert {"沈", "雅", "滨", "圳", "黎", "顿"} <= set(made_up)
+    # Left out: 釜 (rarer than rank 2,000) and characters of country names, which every population
+    # page holds (in a made-up name they would make the search rank other pages first).
+    assert {ch for ch in held if ch not in made_up} == {"釜", "西", "加", "斯", "奥", "兰"}
+
+
 def test_training_questions_are_sometimes_dressed_and_heldout_ones_never():
     from openglm.data.synth.tasks import FILLERS
 

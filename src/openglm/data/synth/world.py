@@ -82,9 +82,10 @@ REAL_CITIES = [City(*c, heldout=(i % 4 == 3)) for i, c in enumerate(_CITIES)]
 # Made-up training cities. Their names must be unpredictable, or the model learns to write
 # likely-looking names instead of copying (measured: with 52 place-name characters it wrote
 # "平清人口" for 维也纳): English ones are random letters in consonant-vowel rhythm, Chinese ones
-# random characters among the 800 most frequent in the sample corpus (so each is one token of
-# a tokenizer learned on it; rarer ones split into bytes, much harder to copy). No name
-# contains a real one or sits inside one.
+# random characters among the 2,000 most frequent in the sample corpus (so each is one token of
+# a tokenizer learned on it; rarer ones split into bytes, much harder to copy). With the top 800
+# only, the session-15 model never copied 沈阳 or 雅加达 (0 of 8 first actions; 沈 and 雅 rank past
+# 800). No name contains a real one or sits inside one.
 _CONSONANTS = "bcdfghjklmnpqrstvwxyz"
 _VOWELS = "aeiou"
 _COMMON_HAN = (
@@ -105,12 +106,38 @@ _COMMON_HAN = (
     "旅险班鹿矇菜临音六病税岁票像温曾称独措号预令苦火察离编底宁修树控吃针担适危换康补伟药喜币眼待额舞歌升"
     "算超半龙章故画七早丁苏介丰料卫售戮候印购兰训阶例买驻竞卢密胜留听派扩互庆翻附邓鲁仍止塔星探击轻哈恩审"
 )
+_MORE_HAN = (  # the next 1,200 (ranks 801-2,000): still one token each in the nano tokenizer
+    "牌藏久座著顿索孩状馆典巨犯湖纳汉绍礼搂语害刚移奋烈绝抗午败胡冬航庭贵戏激逐虎括繡述测拥幅觉某差园穡播谢脱"
+    "损够罪秀急船吉室黑压兼盟卡召吴矿短刻彩停彻雨靠材署私既宏绩归顺永卖讨脑序桥奥草泰贯否祖另顾艰冷繁韩尚妇贷"
+    "夜映找拿玉店湾免纷祝钟盛库邮曲缺呼威束堂旦街套假岸征笔鲜盘陋赞木遇坦吸娄搞予招践督疗捐鼓虽违暖杂课细衣津"
+    "杨您贡冲粮齐母腐码瑞退练男伤判扬债甚慰简左童伍洋托旧汽毛块徐雷拢钢孙厅综登券析廉宝乎卤鹏角诉川遍亮障朝旗"
+    "固沙篮冰丽守振贺赵叶怎误输簪仪轮启避架衡酒季错死似励寒血翹饭贝灯拍付签莫含梁右朱野聚簧篇散松倒伯刊漏符借"
+    "禁宗趋般哥拓追厚怀攻跌亩雄授累夏绿博垄盾灵休蒙寻忘味勤伴晓污谁坐迅笑萨泳奇锦唱琛握封异途援纸键壮黎尤朋辉"
+    "吨泛悉延跨弱幕潮跃牛扎烟麓昌缩森毒圣涉载郑佳貌勒择储杰订坏呢秘冠澳勇誉忠板秋静筑恢智邦朗筹惠庄植若叫背答"
+    "岛末函沿煤微茶繙虑疑宜诺鱼碌杯射沈乌端络芦乱夺染宾抵享挂伙摆塞浪敬毕楚瓦零珍操肉肯迹句尊辆熟申缓挑哪诚昆"
+    "洪穿账癒父赶绕罈距耳竟凡棉闭透页遗媒恐董默洁屋顶抢谋阵掌珠敏骨栏词渐瓊幸硬盖個邀祥峰殊弟彭赠斤沉慢繚矛肥"
+    "惊薄箱迫鉴概贴辛撤琴赴暴們宽姓迈辞戴冒迟痛偿荡棋伪遭奶梦敢润胞曼径穷涨趣梅辽浩轨丹跟抽盗刑圆脚询拜呈醒释"
+    "爷莱簣雅亏胀倡迪舍仁這君患餐亡偏乘瞻虚裁妈伦倾滑吗纯乏潜荒册怕档簿發侨敌唯猪爲聶涛拒麦寄截井纽阔昨诞窗跳"
+    "掉摩甘埃秦泉租阅哲罚岚赏诗坡竹倍寿谓伐灭瞿會奉唐辖洛郭牙穠龄迁杀渡坛崇皮弃谷宋诸净奔谊揭估凝漫览浓簞帜佛"
+    "描替喝岳颁乃俗卷忧劲欣返孔循蔬递補乔桑遵惯渠忽扫浙折氛嘉添陷跑辑恶赔孤阻械软菲籍弹纺赖杜徽淮姆夕仙秩迷毫"
+    "燃废羊爆墨臣吧旨刀赫池疾肃蓝潘译洗宇闲淡吁娘触鸣晨丝俊塑鈥宫晶隐牧剂內奏豪残勃阴锁胆礎钦凤圳晋兑稿舆锡甲"
+    "蛋畅宅横膨瞼晤佩婚艾陶刺竅饱冻抱芳寺脸燕纠暂峡墙玩艳姐怖铜浮频辈巩腾滨孟挖巧裕泪犹鸡侧滋铺侵贾宪洞慧镜锋"
+    "姑拖殖柱欲驾勘饮颇屏阁時踏姜旁桌肖岭摇冯耶允瞽忆吕拔尝曹熊扰摊番闹傅韦岩驶混徒開繕沟劣床桂丛簡職繞懈苗鸟"
+    "辟焦偷敦斌幼拨诊牢氏剑雕毅隔蓉垃贬盼竄狠尉袁捷叹泥覆涌址虏旋睡役汪妥旱猛凭箭廷厦朴柏尾圾棚對凌履厉碍耀郎"
+    "扣毁赤枚湘仿详穆啊秒稻愈穢吾盈闪汗枪踞缘狂捕莲鸿牵割玛赢凯耕磊搭尖押卓绘壁亦旺裂贪欠炼偶衰烂懂拟纵兹孕問"
+    "煌邹邻缴驱妻妹咨耗嫌泡糧纲陪湿绪榜粉逢尘胸兄麻兆溪摸澜堆恒挤削堡扭皇摘拼飘苍翼柳聘泊啡携姿磨疏颜袋慎杭帝"
+    "帐贿郊荷粗鼠贩篷弄串彼碧咖衷虹辅峻悲撒仓框愁渔舒袭悠掘滩稀邱彰蔡填吹涵剩玲脉烧蓄症桶淘題仰滚暗娱旬伸廊碼"
+    "宿畜俱奠蒂勋幽蹈庙拆讼禮揽饰伏挺妙堵搬惜怪铢雁滞嘴浦晴侯決硕牲敲钻贤沃骑乳昔崔炸堪颖挪耐碑寨陕洒搏脏巡插"
+    "垦恰逃碗員繒胁逝顽御滴菊陵嫩魅舶妍於將柴抑盆蒋骗魂诱枝肩匆汤啤谭绵刷瓜腊弥滥坝踪辩慕缆斜烦娜笼颗圈粒遥攀"
+    "狱轰悄鹤唤漂罕歧昭冀剪悟炮雾撑忍竣糖凉過當來弦阐剥歉氧羽巾皆甫腰脆沫岂柜辰並應夸镕龚霞披杆蕾豆灌爸亭帅抬"
+    "侦锭珀佐"
+)
 
 
 def _synthetic_cities(n: int) -> list[City]:
     # Characters of the population page's own words would make BM25 rank other cities' pages first.
     page_words = "是的一座城市年人口普查常住为" + "".join(c[3] for c in _CITIES)
-    han = [ch for ch in _COMMON_HAN if ch not in page_words]
+    han = [ch for ch in _COMMON_HAN + _MORE_HAN if ch not in page_words]
     real = [name for c in _CITIES for name in c[:2]]
     countries = sorted({(c[2], c[3]) for c in _CITIES})
     out, seen, i = [], set(), 0
