@@ -12,7 +12,7 @@ induction mechanism, is learnt from a head that already copies.
 The range widens only when the drill is solved at the current one (accuracy >= `gate`), never by
 the clock: when and whether the content mechanism forms varies with the seed. On a fixed
 schedule, seed 0 formed it 150 steps into the widening, a seed-1 run never did in 600 steps
-(loss 8.0); gated, seeds 1 and 2 both finished at step 475 (BENCHMARKS.md, session 16).
+(loss 8.0); gated, seeds 0, 1 and 2 were solved at steps 575, 475 and 475 (BENCHMARKS.md, session 16).
 
 Each row is random token ids made of blocks `h h`, `h` of n random ids, n drawn from
 [shortest, span_max]; loss is taken inside each second copy only.
