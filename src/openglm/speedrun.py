@@ -164,12 +164,13 @@ class Speedrun:
 
         from openglm import GLM, GLMConfig, save_model
         from openglm.eval.induction import token_range
+        from openglm.train.distributed import pick_device
         from openglm.train.drill import DrillConfig, copy_drill
 
         if not (out / "config.json").exists():
             torch.manual_seed(self.seed)
             model = GLM(GLMConfig.from_preset(self.preset, **overrides))
-            model.to("cuda" if torch.cuda.is_available() else "cpu")
+            model.to(pick_device())
             cfg = DrillConfig(steps=self.budget.drill_steps, seed=self.seed)
             log = copy_drill(model, cfg, token_range(model.config))
             if not log[-1]["solved"]:

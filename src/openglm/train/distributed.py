@@ -30,10 +30,14 @@ class DistInfo:
         return self.rank == 0
 
 
+def pick_device(device: str = "auto") -> str:
+    """`auto` is CUDA when there is a GPU, else the CPU; any other name is kept."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group torchrun set up (env RANK/WORLD_SIZE); a single process otherwise."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = pick_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
