@@ -37,7 +37,8 @@ def _torch_dtype(d: DType):
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="checkpoint directory (any layout); "
                                                "default: the embedded nano agent model")]
 PresetOpt = Annotated[str | None, typer.Option(help="build this preset with random weights instead")]
-DTypeOpt = Annotated[DType, typer.Option(help="weight dtype (auto = as stored)")]
+DTypeOpt = Annotated[DType, typer.Option(help="weight dtype (auto: as stored; generation computes bf16/fp16 "
+                                                   "weights in float32 on a CPU without AVX-512)")]
 
 
 def load_for_inference(model_dir: Path | None, preset: str | None = None, dtype: DType = DType.auto):
@@ -63,7 +64,9 @@ def load_for_inference(model_dir: Path | None, preset: str | None = None, dtype:
                                      f"the default tokenizer needs {tok.vocab_size}")
     else:
         model, tok = load_model(model_dir, dtype=_torch_dtype(dtype)), load_tokenizer(model_dir)
-    return model.eval().pack_weights(), tok
+        if dtype is not DType.auto:  # an explicit dtype is kept even where this CPU runs it slowly
+            return model.eval().pack_weights(), tok
+    return model.for_inference(), tok
 
 
 @app.command()

@@ -131,7 +131,7 @@ class Speedrun:
 
     def _train_cfg(self, cls, d: Path, **kw):
         return cls(tokenizer=str(self.stage_dir("tokenizer")), out_dir=str(d), seed=self.seed,
-                   precision="bf16", tensorboard=False, resume=(d / "checkpoints").exists(), **kw)
+                   precision="auto", tensorboard=False, resume=(d / "checkpoints").exists(), **kw)
 
     def stage_pretrain(self, d: Path) -> None:
         from openglm.data.synth import generate_tasks, warmup_conversations
@@ -246,7 +246,7 @@ class Speedrun:
         from openglm.tokenizer import load_tokenizer
 
         final = self.stage_dir("dpo") / "final"
-        model, tok = load_model(final).eval().pack_weights(), load_tokenizer(final)
+        model, tok = load_model(final).for_inference(), load_tokenizer(final)
         summary = evaluate(LocalBackend(model, tok), generate_tasks(self.budget.eval_tasks, seed=self.seed,
                                                                     split="heldout"))
         (d / "summary.json").write_text(to_json(summary))
@@ -254,7 +254,7 @@ class Speedrun:
         # Copying a name into a call needs an induction mechanism; this shows which stage (if any) formed it.
         stages = [s for s in ("pretrain/drill", "pretrain/final", "sft/warmup/final", "sft/final")
                   if (self.stage_dir(s) / "config.json").exists()]
-        scores = {s.removesuffix("/final"): induction_score(load_model(self.stage_dir(s)).eval()).to_dict()
+        scores = {s.removesuffix("/final"): induction_score(load_model(self.stage_dir(s)).for_inference()).to_dict()
                   for s in stages}
         scores["dpo"] = induction_score(model).to_dict()  # the model evaluated above
         (d / "induction.json").write_text(json.dumps(scores, indent=2))
@@ -374,7 +374,7 @@ def self_contrast_pairs(model_dir: Path, tasks) -> list[dict]:
     from openglm.io import load_model
     from openglm.tokenizer import load_tokenizer
 
-    model, tok = load_model(model_dir).eval().pack_weights(), load_tokenizer(model_dir)
+    model, tok = load_model(model_dir).for_inference(), load_tokenizer(model_dir)
     pairs = []
     for i, t in enumerate(tasks):
         action = t.messages[len(t.prompt)]

@@ -22,7 +22,7 @@ def summary():
     from openglm.io import load_model
     from openglm.tokenizer import load_tokenizer
 
-    model = load_model(EMBEDDED_DIR).eval().pack_weights()
+    model = load_model(EMBEDDED_DIR).for_inference()
     tasks = generate_tasks(HELDOUT_TASKS, seed=123, split="heldout")
     return evaluate(LocalBackend(model, load_tokenizer(EMBEDDED_DIR)), tasks, with_baseline=False, progress=False)
 

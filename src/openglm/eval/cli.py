@@ -56,7 +56,7 @@ def induction_eval(
     from .induction import induction_score
 
     # The probe feeds token ids, so a checkpoint needs no tokenizer (the speedrun's drill has none).
-    m = load_model(model).eval() if model else load_for_inference(None)[0]
+    m = load_model(model).for_inference() if model else load_for_inference(None)[0]
     score = induction_score(m, rows=rows, seq_len=seq_len, seed=seed)
     if json_out:
         print(json.dumps(score.to_dict()))

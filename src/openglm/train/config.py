@@ -55,7 +55,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0  # 0 = no clipping (the norm is still logged)
     # numerics and speed
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; weights and optimizer stay fp32)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; weights and optimizer stay fp32) | auto
     gradient_checkpointing: bool = False
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda
@@ -80,7 +80,7 @@ class TrainConfig:
     STAGE = "pretrain"
 
     def __post_init__(self) -> None:
-        checks = {"precision": ("fp32", "bf16", "fp16"), "schedule": ("cosine", "wsd", "constant"),
+        checks = {"precision": ("fp32", "bf16", "fp16", "auto"), "schedule": ("cosine", "wsd", "constant"),
                   "distributed": ("auto", "none", "ddp", "fsdp"), "objective": ("causal", "blank"),
                   "device": ("auto", "cpu", "cuda")}
         for name, allowed in checks.items():

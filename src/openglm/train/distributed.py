@@ -10,12 +10,15 @@ world size over the global normaliser (see objectives.py) to get the global-batc
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+from ..model.glm import cpu_computes_natively
 
 
 @dataclass
@@ -33,6 +36,21 @@ class DistInfo:
 def pick_device(device: str = "auto") -> str:
     """`auto` is CUDA when there is a GPU, else the CPU; any other name is kept."""
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def pick_precision(precision: str, device: torch.device) -> str:
+    """`auto` is bf16 autocast where the device multiplies bf16 natively (a GPU that supports it,
+    a CPU with AVX-512), else fp32; any other name is kept. Without AVX-512, bf16 autocast on a
+    CPU made a training step ~60x slower than fp32 (scalar fallback kernels; BENCHMARKS.md)."""
+    if precision != "auto":
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        if half is not None and device.type == "cpu" and not cpu_computes_natively(half):
+            warnings.warn(f"precision={precision} on a CPU without native {precision} math (no AVX-512) runs "
+                          "scalar kernels, many times slower than fp32; use precision auto or fp32", stacklevel=2)
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_computes_natively(torch.bfloat16) else "fp32"
 
 
 def init_distributed(device: str = "auto") -> DistInfo:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model.glm import IGNORE
+from .distributed import pick_precision
 
 
 @dataclass
@@ -102,6 +103,7 @@ def copy_drill(model, cfg: DrillConfig, token_ids: tuple[int, int], progress: bo
     device = next(model.parameters()).device  # batches are drawn on the CPU (same rows everywhere), then moved
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    half = pick_precision("auto", device) == "bf16"  # fp32 where bf16 has no native kernels
     model.train()
     log, shortest = [], cfg.span_max
     with Progress(disable=not progress) as bar:
@@ -110,7 +112,7 @@ def copy_drill(model, cfg: DrillConfig, token_ids: tuple[int, int], progress: bo
             ids, targets = (t.to(device) for t in drill_batch(cfg, shortest, low, high, g))
             for group in opt.param_groups:  # short linear warm-up, then constant
                 group["lr"] = cfg.lr * min(1.0, step / 50)
-            with torch.autocast(device.type, torch.bfloat16):
+            with torch.autocast(device.type, torch.bfloat16, enabled=half):
                 logits = model(ids)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
             opt.zero_grad(set_to_none=True)

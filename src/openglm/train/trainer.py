@@ -90,7 +90,8 @@ class Trainer:
         fused = cfg.distributed != "fsdp"
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
-        self.dtype = DTYPES.get(cfg.precision)
+        self.precision = D.pick_precision(cfg.precision, self.info.device)
+        self.dtype = DTYPES.get(self.precision)
         self.scaler = torch.amp.GradScaler(self.info.device.type, enabled=cfg.precision == "fp16")
         self.step = 0
         self.out = Path(cfg.out_dir)
@@ -255,7 +256,7 @@ class Trainer:
                 (self.out / "log.jsonl").unlink(missing_ok=True)
         self._open_tensorboard()
         if self.peak is None:
-            self.peak = measure_peak_flops(self.info.device)
+            self.peak = measure_peak_flops(self.info.device, self.dtype or torch.float32)  # peak of the precision used
         last: dict[str, float] = {}
         with _progress(cfg.progress and self.info.is_main, cfg.STAGE, cfg.max_steps, self.step) as advance:
             while self.step < cfg.max_steps:
