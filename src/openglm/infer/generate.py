@@ -65,13 +65,18 @@ def generate_ids(
     sampling: Sampling = GREEDY,
     stop_ids: Sequence[int] = (),
     pad_id: int = 0,
+    constraint=None,
 ) -> Iterator[list[int | None]]:
     """Yield, per decoding step, the new token of each prompt (None once a row has stopped).
 
     A stop id ends its row and is yielded (callers decide whether to show it). Prompts of
     different lengths are left-padded and masked, so each row matches its unbatched run.
+    constraint: an object with mask(vocab, device) -> allowed ids or None, and push(id)
+    (e.g. infer.constrain.ReplyOpening); one prompt only.
     """
     B = len(prompts)
+    if constraint is not None and B != 1:
+        raise ValueError(f"a decoding constraint takes one prompt, got {B}")
     lengths = [len(p) for p in prompts]
     budget = min(_budget(model, n, max_new_tokens) for n in lengths)
     T = max(lengths)
@@ -94,7 +99,13 @@ def generate_ids(
     for step in range(budget):
         if seen is not None:
             logits = penalize_repeats(logits, seen, sampling.repetition_penalty)
+        if constraint is not None:
+            allowed = constraint.mask(logits.shape[-1], logits.device)
+            if allowed is not None:
+                logits = logits.masked_fill(~allowed, float("-inf"))
         nxt = choose(logits, sampling, generator)
+        if constraint is not None:
+            constraint.push(int(nxt[0]))
         yield [None if d else int(t) for t, d in zip(nxt.tolist(), done.tolist())]
         done |= torch.isin(nxt, stops)
         if bool(done.all()) or step == budget - 1:

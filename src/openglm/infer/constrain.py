@@ -1,0 +1,65 @@
+"""Constrained decoding: a reply may only open with one of a few fixed strings.
+
+GLM-4 writes a tool call as `<|assistant|>{name}\\n{arguments}` and a text reply as
+`<|assistant|>\\n{text}`. Allowing only "\\n" and the offered tools' "{name}\\n" at the start of
+each segment means a model can never call a tool it was not given (what a small model does
+most when it errs: `python` in a greeting, BENCHMARKS.md), the guarantee OpenAI-style servers
+give with their tool lists. Past the opening the model writes freely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+import torch
+
+
+def tool_names(specs: Iterable[dict]) -> list[str]:
+    """The names tool specs are called by: the function's name, else the builtin's type."""
+    return [s["function"]["name"] if s.get("type") == "function" else s["type"] for s in specs]
+
+
+@lru_cache(maxsize=4)
+def token_pieces(tok) -> tuple[bytes | None, ...]:
+    """Every id's bytes (None for special tokens), once per tokenizer."""
+    return tuple(None if tok.is_special(i) else tok.token_bytes(i) for i in range(tok.vocab_size))
+
+
+class ReplyOpening:
+    """Masks the logits so each segment opens with one of `openings` (byte-exact, across tokens).
+
+    A segment starts at the beginning and after every `restart_id` token (GLM-4's second
+    <|assistant|> between the calls of one turn). Special tokens cannot open a segment.
+    """
+
+    def __init__(self, tok, openings: Sequence[str], restart_id: int | None = None):
+        if not openings:
+            raise ValueError("ReplyOpening needs at least one allowed opening")
+        self.openings = [o.encode("utf-8") for o in openings]
+        self.restart_id = restart_id
+        self.pieces = token_pieces(tok)
+        self.written: bytes | None = b""  # the open segment's bytes; None once an opening is complete
+
+    def mask(self, vocab: int, device) -> torch.Tensor | None:
+        """Boolean [vocab] of allowed next ids, or None when decoding is free."""
+        if self.written is None:
+            return None
+        allowed = torch.zeros(vocab, dtype=torch.bool)
+        w = self.written
+        for i, piece in enumerate(self.pieces[:vocab]):
+            if piece is None:
+                continue
+            text = w + piece
+            if any(o.startswith(text) or text.startswith(o) for o in self.openings):
+                allowed[i] = True
+        return allowed.to(device)
+
+    def push(self, token_id: int) -> None:
+        """Record a generated id."""
+        if token_id == self.restart_id:
+            self.written = b""
+        elif self.written is not None:
+            self.written += self.pieces[token_id] or b""
+            if any(self.written.startswith(o) for o in self.openings):
+                self.written = None
