@@ -81,9 +81,24 @@ class Speedrun:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "speedrun.json").write_text(json.dumps(
             {"preset": self.preset, "seed": self.seed, "budget": asdict(self.budget)}, indent=2))
+        self._announce_precision()
         for name in ("data", "tokenizer", "pretrain", "sft", "dpo", "eval"):
             self._stage(name, getattr(self, f"stage_{name}"))
         return self.report()
+
+    @staticmethod
+    def _announce_precision() -> None:
+        import torch
+
+        from openglm.train.distributed import pick_device, pick_precision
+
+        device = torch.device(pick_device())
+        precision = pick_precision("auto", device)
+        console.print(f"training on {device.type} in {precision}")
+        if device.type == "cpu" and precision == "fp32":
+            console.print("[yellow]this CPU has no native bf16 math (no AVX-512): training runs in fp32, "
+                          "about twice as slow per step as bf16 on AVX-512 (the copy drill: 2.8 s against "
+                          "~1.3 s); the 60-minute figure is for AVX-512 CPUs[/yellow]")
 
     def _stage(self, name: str, fn) -> None:
         d = self.stage_dir(name)
