@@ -26,6 +26,19 @@ def token_pieces(tok) -> tuple[bytes | None, ...]:
     return tuple(None if tok.is_special(i) else tok.token_bytes(i) for i in range(tok.vocab_size))
 
 
+@lru_cache(maxsize=256)
+def _allowed(tok, openings: tuple[bytes, ...], written: bytes) -> torch.Tensor:
+    """Ids whose bytes keep `written` on the way to an opening or complete one. Cached: it is a
+    pass over the whole vocabulary, and a segment's start is the same state every turn."""
+    def ok(piece: bytes | None) -> bool:
+        if piece is None:
+            return False
+        text = written + piece
+        return any(o.startswith(text) or text.startswith(o) for o in openings)
+
+    return torch.tensor([ok(p) for p in token_pieces(tok)], dtype=torch.bool)
+
+
 class ReplyOpening:
     """Masks the logits so each segment opens with one of `openings` (byte-exact, across tokens).
 
@@ -36,23 +49,18 @@ class ReplyOpening:
     def __init__(self, tok, openings: Sequence[str], restart_id: int | None = None):
         if not openings:
             raise ValueError("ReplyOpening needs at least one allowed opening")
-        self.openings = [o.encode("utf-8") for o in openings]
+        self.openings = tuple(o.encode("utf-8") for o in openings)
         self.restart_id = restart_id
-        self.pieces = token_pieces(tok)
+        self.tok, self.pieces = tok, token_pieces(tok)
         self.written: bytes | None = b""  # the open segment's bytes; None once an opening is complete
 
     def mask(self, vocab: int, device) -> torch.Tensor | None:
         """Boolean [vocab] of allowed next ids, or None when decoding is free."""
         if self.written is None:
             return None
-        allowed = torch.zeros(vocab, dtype=torch.bool)
-        w = self.written
-        for i, piece in enumerate(self.pieces[:vocab]):
-            if piece is None:
-                continue
-            text = w + piece
-            if any(o.startswith(text) or text.startswith(o) for o in self.openings):
-                allowed[i] = True
+        allowed = _allowed(self.tok, self.openings, self.written)[:vocab]
+        if len(allowed) < vocab:  # embedding rows past the tokenizer's ids are never allowed
+            allowed = torch.cat((allowed, torch.zeros(vocab - len(allowed), dtype=torch.bool)))
         return allowed.to(device)
 
     def push(self, token_id: int) -> None:
