@@ -97,8 +97,8 @@ class Speedrun:
         console.print(f"training on {device.type} in {precision}")
         if device.type == "cpu" and precision == "fp32":
             console.print("[yellow]this CPU has no native bf16 math (no AVX-512): training runs in fp32, "
-                          "about twice as slow per step as bf16 on AVX-512 (the copy drill: 2.8 s against "
-                          "~1.3 s); the 60-minute figure is for AVX-512 CPUs[/yellow]")
+                          "about 1.7x as slow per step as bf16 on AVX-512 (the copy drill: 2.1 s against "
+                          "1.25 s); the 60-minute figure is for AVX-512 CPUs[/yellow]")
 
     def _stage(self, name: str, fn) -> None:
         d = self.stage_dir(name)
