@@ -7,7 +7,7 @@
 - ``protocol``: every protocol string (special tokens, tool descriptions).
 """
 
-from .messages import AssistantReply, Message, ToolCall, normalize_messages
+from .messages import AssistantReply, Message, ToolCall, normalize_messages, tool_name
 from .openai import from_openai, to_openai, to_openai_messages
 from .parse import format_tool_call, parse_assistant
 from .protocol import PROMPT_PREFIX, SPECIAL_TOKENS, STOP_TOKENS
@@ -29,4 +29,5 @@ __all__ = [
     "render_segments",
     "to_openai",
     "to_openai_messages",
+    "tool_name",
 ]

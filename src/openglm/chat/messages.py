@@ -172,6 +172,11 @@ def check_tools(tools: Any, where: str = "tools") -> None:
                 raise ValueError(f"{at}.function.name: expected a one-line non-empty str, got {name!r}")
 
 
+def tool_name(spec: Mapping) -> str:
+    """The name a tool spec is called by: a function's name, else the builtin's type (`python`, ...)."""
+    return spec["function"]["name"] if spec.get("type") == "function" else spec["type"]
+
+
 def tool_call_problem(name: Any, arguments: Any) -> str | None:
     """Why ``(name, arguments)`` is not a well-formed call, or ``None`` if it is."""
     if not isinstance(name, str) or not name.strip() or "\n" in name or name != name.strip():

@@ -22,6 +22,7 @@ from functools import cache
 
 import jsonschema
 
+from openglm.chat import tool_name
 from openglm.data.synth import Task, world
 from openglm.data.synth.tasks import BROWSER_RESULTS, run_python
 
@@ -38,10 +39,6 @@ class TaskResult:
     answer_without_tools: bool | None = None
     reason: str = ""
     final: str = ""
-
-
-def tool_name(spec: dict) -> str:
-    return spec["function"]["name"] if spec["type"] == "function" else spec["type"]
 
 
 @cache

@@ -14,10 +14,12 @@ from functools import lru_cache
 
 import torch
 
+from openglm.chat import tool_name
+
 
 def tool_names(specs: Iterable[dict]) -> list[str]:
-    """The names tool specs are called by: the function's name, else the builtin's type."""
-    return [s["function"]["name"] if s.get("type") == "function" else s["type"] for s in specs]
+    """The names tool specs are called by (chat.tool_name of each)."""
+    return [tool_name(s) for s in specs]
 
 
 @lru_cache(maxsize=4)

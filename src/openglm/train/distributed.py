@@ -38,12 +38,15 @@ def pick_device(device: str = "auto") -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
+HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype of each precision name
+
+
 def pick_precision(precision: str, device: torch.device) -> str:
     """`auto` is bf16 autocast where the device multiplies bf16 natively (a GPU that supports it,
     a CPU with AVX-512), else fp32; any other name is kept. Without AVX-512, bf16 autocast on a
     CPU made a training step ~60x slower than fp32 (scalar fallback kernels; BENCHMARKS.md)."""
     if precision != "auto":
-        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        half = HALF_DTYPES.get(precision)
         if half is not None and device.type == "cpu" and not cpu_computes_natively(half):
             warnings.warn(f"precision={precision} on a CPU without native {precision} math (no AVX-512) runs "
                           "scalar kernels, many times slower than fp32; use precision auto or fp32", stacklevel=2)

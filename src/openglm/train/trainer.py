@@ -24,8 +24,6 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import StepBatches
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Multiplier of cfg.lr at optimizer step ``step`` (0-based): linear warmup, then cosine
@@ -91,8 +89,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
         self.precision = D.pick_precision(cfg.precision, self.info.device)
-        self.dtype = DTYPES.get(self.precision)
-        self.scaler = torch.amp.GradScaler(self.info.device.type, enabled=cfg.precision == "fp16")
+        self.dtype = D.HALF_DTYPES.get(self.precision)
+        self.scaler = torch.amp.GradScaler(self.info.device.type, enabled=self.precision == "fp16")
         self.step = 0
         self.out = Path(cfg.out_dir)
         self.history: list[dict] = []
