@@ -46,17 +46,17 @@ class LocalBackend(Backend):
     """Generate with an openglm model: render -> tokenize -> KV-cached decoding, stopping at the stop tokens."""
 
     def __init__(self, model, tokenizer, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                 repetition_penalty: float = 1.0, seed: int | None = None, offered_tools_only: bool = True):
+                 repetition_penalty: float = 1.0, seed: int | None = None, guided_tools: bool = True):
         from openglm.infer import Sampling
 
         self.model, self.tok = model, tokenizer
         self.sampling = Sampling(temperature, top_k, top_p, repetition_penalty, seed)
-        # each reply segment opens with "\n" (text) or an offered tool's "name\n" (infer.constrain)
-        self.offered_tools_only = offered_tools_only
+        # replies are text or calls of offered tools with arguments that parse (infer.constrain)
+        self.guided_tools = guided_tools
 
     def stream(self, messages, tools, *, max_tokens, allow_multiple=False):
         from openglm.infer import generate_ids
-        from openglm.infer.constrain import ReplyOpening, tool_names
+        from openglm.infer.constrain import ToolGrammar
 
         ids = self.tok.encode_chat(list(messages), tools=list(tools) or None)
         room = self.model.config.max_seq_len - len(ids)
@@ -67,10 +67,7 @@ class LocalBackend(Backend):
         # Specials are kept: a second <|assistant|> separates calls of one turn.
         decoder = self.tok.stream_decoder(skip_special=False)
         text, n, reason = "", 0, "length"
-        constraint = None
-        if self.offered_tools_only:
-            openings = ["\n"] + [name + "\n" for name in tool_names(tools)]
-            constraint = ReplyOpening(self.tok, openings, restart_id=self.tok.token_id(ASSISTANT))
+        constraint = ToolGrammar(self.tok, list(tools)) if self.guided_tools else None
         for (token,) in generate_ids(self.model, [ids], min(max_tokens, room), self.sampling, list(stops),
                                      self.tok.pad_id, constraint):
             n += 1

@@ -19,8 +19,8 @@ def agent_eval(
     seed: Annotated[int, typer.Option(help="task generator seed")] = 0,
     baseline: Annotated[bool, typer.Option(help="also ask each question with no tools offered")] = True,
     out: Annotated[Path | None, typer.Option(help="write summary.json and summary.md here")] = None,
-    offered_tools_only: Annotated[bool, typer.Option(help="decode replies that open with text or an offered "
-                                                     "tool only (as the agent does); off: the raw model")] = True,
+    guided_tools: Annotated[bool, typer.Option(help="decode text or calls of offered tools whose arguments "
+                                               "fit their schemas (as the agent does); off: the raw model")] = True,
 ) -> None:
     """Tool-use metrics on held-out synthetic tasks: valid calls, tool choice, argument match,
     and answer accuracy with tools vs without."""
@@ -31,7 +31,7 @@ def agent_eval(
     from .agent import evaluate, markdown, to_json
 
     m, tok = load_for_inference(model)
-    backend = LocalBackend(m, tok, offered_tools_only=offered_tools_only)
+    backend = LocalBackend(m, tok, guided_tools=guided_tools)
     summary = evaluate(backend, generate_tasks(n, seed=seed, split="heldout"), with_baseline=baseline)
     table = markdown(summary)
     print(table)

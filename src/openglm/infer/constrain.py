@@ -1,20 +1,50 @@
-"""Constrained decoding: a reply may only open with one of a few fixed strings.
+"""Grammar-constrained decoding of GLM-4 replies: offered tools only, arguments that fit.
 
 GLM-4 writes a tool call as `<|assistant|>{name}\\n{arguments}` and a text reply as
-`<|assistant|>\\n{text}`. Allowing only "\\n" and the offered tools' "{name}\\n" at the start of
-each segment means a model can never call a tool it was not given (what a small model does
-most when it errs: `python` in a greeting, BENCHMARKS.md), the guarantee OpenAI-style servers
-give with their tool lists. Past the opening the model writes freely.
+`<|assistant|>\\n{text}`. `reply_grammar` turns the offered tools into one Lark grammar of those
+forms and `ToolGrammar` masks the logits with it, token by token (llguidance, the engine vLLM,
+SGLang and llama.cpp use for structured output). So a model can call no tool it was not given
+(what a small model does most when it errs: `python` in a greeting, BENCHMARKS.md), and the
+arguments it writes always parse:
+
+- text: `\\n`, then anything;
+- `python` and `cogview`: `name\\n`, then any non-empty code or prompt;
+- `simple_browser`: one `search("q"[, recency_days=N])`, `mclick([i, ...])` or `open_url("u")`;
+- a user function: `name\\n`, then a JSON object that fits its `parameters` schema, spaced as
+  `json.dumps` writes it (GLM-4's own spacing) and without keys the schema does not list
+  (unless it sets `additionalProperties`), as OpenAI's strict function calling.
+
+Once a call's arguments are complete, only a stop token or a further `<|assistant|>` segment
+may follow. Inside text and code the model writes freely.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
+import llguidance
+import numpy as np
 import torch
+from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 
 from openglm.chat import tool_name
+
+log = logging.getLogger(__name__)
+
+FREE_BODY_TOOLS = ("python", "cogview")  # code or an image prompt: any non-empty text
+# What `json.dumps` writes (and GLM-4 was trained on); see chat.parse.format_tool_call.
+JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": ", "lenient": True}
+_BROWSER = r'''
+browser_call: search | mclick | open_url
+search: "search(" STRING (", recency_days=" INT)? ")"
+mclick: "mclick([" INT (", " INT)* "])"
+open_url: "open_url(" STRING ")"
+STRING: /"([^"\\\n]|\\.)*"/
+INT: /-?[0-9]+/
+'''
 
 
 def tool_names(specs: Iterable[dict]) -> list[str]:
@@ -22,54 +52,86 @@ def tool_names(specs: Iterable[dict]) -> list[str]:
     return [tool_name(s) for s in specs]
 
 
-@lru_cache(maxsize=4)
-def token_pieces(tok) -> tuple[bytes | None, ...]:
-    """Every id's bytes (None for special tokens), once per tokenizer."""
-    return tuple(None if tok.is_special(i) else tok.token_bytes(i) for i in range(tok.vocab_size))
+def strict_schema(parameters) -> dict:
+    """A function's `parameters` as the grammar enforces them: no unlisted keys unless allowed."""
+    schema = dict(parameters) if isinstance(parameters, dict) and parameters else {"type": "object"}
+    if schema.get("type") == "object":
+        schema.setdefault("additionalProperties", False)
+    schema["x-guidance"] = {**JSON_STYLE, **schema.get("x-guidance", {})}
+    return schema
 
 
-@lru_cache(maxsize=256)
-def _allowed(tok, openings: tuple[bytes, ...], written: bytes) -> torch.Tensor:
-    """Ids whose bytes keep `written` on the way to an opening or complete one. Cached: it is a
-    pass over the whole vocabulary, and a segment's start is the same state every turn."""
-    def ok(piece: bytes | None) -> bool:
-        if piece is None:
-            return False
-        text = written + piece
-        return any(o.startswith(text) or text.startswith(o) for o in openings)
-
-    return torch.tensor([ok(p) for p in token_pieces(tok)], dtype=torch.bool)
+def _literal(text: str) -> str:
+    """A Lark string literal for `text`."""
+    return json.dumps(text, ensure_ascii=False)
 
 
-class ReplyOpening:
-    """Masks the logits so each segment opens with one of `openings` (byte-exact, across tokens).
+def reply_grammar(tools: Sequence[dict], tok=None) -> str:
+    """The Lark grammar of one GLM-4 turn offering `tools` (segments joined by <|assistant|>).
 
-    A segment starts at the beginning and after every `restart_id` token (GLM-4's second
-    <|assistant|> between the calls of one turn). Special tokens cannot open a segment.
+    Given `tok`, each function's schema is test-compiled first: one llguidance cannot enforce
+    lets the function take any JSON object, and a warning names it.
     """
+    alternatives, rules = ["text"], ['text: "\\n" /(?s:.*)/']
+    for k, spec in enumerate(tools):
+        name = tool_name(spec)
+        rule = f"tool{k}"
+        if name in FREE_BODY_TOOLS:
+            rules.append(f"{rule}: {_literal(name + chr(10))} /(?s:.+)/")
+        elif name == "simple_browser":
+            rules.append(f"{rule}: {_literal(name + chr(10))} browser_call")
+            if _BROWSER not in rules:
+                rules.append(_BROWSER)
+        else:
+            schema = strict_schema(spec.get("function", {}).get("parameters"))
+            if tok is not None and not _schema_compiles(tok, name, json.dumps(schema, ensure_ascii=False)):
+                schema = strict_schema({"type": "object", "additionalProperties": True})
+            rules.append(f"{rule}: {_literal(name + chr(10))} %json {json.dumps(schema, ensure_ascii=False)}")
+        alternatives.append(rule)
+    return "\n".join(["start: segment (<|assistant|> segment)*", "segment: " + " | ".join(alternatives), *rules])
 
-    def __init__(self, tok, openings: Sequence[str], restart_id: int | None = None):
-        if not openings:
-            raise ValueError("ReplyOpening needs at least one allowed opening")
-        self.openings = tuple(o.encode("utf-8") for o in openings)
-        self.restart_id = restart_id
-        self.tok, self.pieces = tok, token_pieces(tok)
-        self.written: bytes | None = b""  # the open segment's bytes; None once an opening is complete
+
+@lru_cache(maxsize=4)
+def _ll_tokenizer(tok) -> llguidance.LLTokenizer:
+    """The tokenizer as llguidance sees it (built once per tokenizer; its stop ids end a turn)."""
+    return llguidance.LLTokenizer.from_tiktoken(
+        encoder=tok.mergeable_ranks, special_tokens=tok.special_ids, pattern=tok.pat_str,
+        eos_token=list(tok.stop_ids), n_vocab=tok.vocab_size)
+
+
+@lru_cache(maxsize=64)
+def _schema_compiles(tok, name: str, schema_json: str) -> bool:
+    grammar = llguidance.LLMatcher.grammar_from_lark(f"start: {_literal(name)} %json {schema_json}")
+    err = llguidance.LLMatcher.validate_grammar(grammar, _ll_tokenizer(tok))
+    if err:
+        log.warning("tool %r: its parameters schema cannot be enforced (%s); any JSON object is allowed",
+                    name, err.splitlines()[0])
+    return not err
+
+
+class ToolGrammar:
+    """Masks the logits so a turn follows `reply_grammar(tools)`: mask(vocab, device), push(id)."""
+
+    def __init__(self, tok, tools: Sequence[dict]):
+        self.tok = tok
+        self.grammar = reply_grammar(tools, tok)
+        self.ll = _ll_tokenizer(tok)
+        self.matcher = llguidance.LLMatcher(self.ll, llguidance.LLMatcher.grammar_from_lark(self.grammar))
+        if self.matcher.is_error():
+            raise ValueError(f"the tools' grammar does not compile: {self.matcher.get_error()}")
+        self._bits = allocate_token_bitmask(1, self.ll.vocab_size)
 
     def mask(self, vocab: int, device) -> torch.Tensor | None:
-        """Boolean [vocab] of allowed next ids, or None when decoding is free."""
-        if self.written is None:
+        """Boolean [vocab] of allowed next ids; None (decode freely) if the matcher has failed."""
+        if self.matcher.is_error():
             return None
-        allowed = _allowed(self.tok, self.openings, self.written)[:vocab]
-        if len(allowed) < vocab:  # embedding rows past the tokenizer's ids are never allowed
-            allowed = torch.cat((allowed, torch.zeros(vocab - len(allowed), dtype=torch.bool)))
+        fill_next_token_bitmask(self.matcher, self._bits)
+        bits = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: min(vocab, self.ll.vocab_size)]
+        allowed = torch.zeros(vocab, dtype=torch.bool)  # embedding rows past the tokenizer: never allowed
+        allowed[: len(bits)] = torch.from_numpy(bits.astype(bool))
         return allowed.to(device)
 
     def push(self, token_id: int) -> None:
-        """Record a generated id."""
-        if token_id == self.restart_id:
-            self.written = b""
-        elif self.written is not None:
-            self.written += self.pieces[token_id] or b""
-            if any(self.written.startswith(o) for o in self.openings):
-                self.written = None
+        """Record a generated id (a stop id included)."""
+        if not self.matcher.is_error() and not self.matcher.consume_token(token_id):
+            log.warning("constrained decoding stopped: %s", self.matcher.get_error())

@@ -72,7 +72,7 @@ def generate_ids(
     A stop id ends its row and is yielded (callers decide whether to show it). Prompts of
     different lengths are left-padded and masked, so each row matches its unbatched run.
     constraint: an object with mask(vocab, device) -> allowed ids or None, and push(id)
-    (e.g. infer.constrain.ReplyOpening); one prompt only.
+    (e.g. infer.constrain.ToolGrammar); one prompt only.
     """
     B = len(prompts)
     if constraint is not None and B != 1:
