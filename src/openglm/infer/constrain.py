@@ -126,10 +126,10 @@ class ToolGrammar:
         if self.matcher.is_error():
             return None
         fill_next_token_bitmask(self.matcher, self._bits)
+        allowed = np.zeros(vocab, dtype=bool)  # embedding rows past the tokenizer: never allowed
         bits = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: min(vocab, self.ll.vocab_size)]
-        allowed = torch.zeros(vocab, dtype=torch.bool)  # embedding rows past the tokenizer: never allowed
-        allowed[: len(bits)] = torch.from_numpy(bits.astype(bool))
-        return allowed.to(device)
+        allowed[: len(bits)] = bits  # numpy: no torch kernel launch on the per-token path
+        return torch.from_numpy(allowed).to(device)
 
     def push(self, token_id: int) -> None:
         """Record a generated id (a stop id included)."""
