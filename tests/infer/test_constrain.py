@@ -10,7 +10,7 @@ from openglm import GLM, GLMConfig
 from openglm.agent import Agent, Limits, LocalBackend, ToolCallEvent
 from openglm.chat import parse_assistant
 from openglm.infer import Sampling, generate_ids
-from openglm.infer.constrain import ToolGrammar, reply_grammar, tool_names
+from openglm.infer.constrain import ToolGrammar, reply_grammar
 from openglm.speedrun import EMBEDDED_DIR
 from openglm.tokenizer import default_tokenizer, load_tokenizer
 
@@ -33,10 +33,6 @@ def accepts(tok, tools, text: str) -> bool:
             return False
         g.push(i)
     return True
-
-
-def test_tool_names_of_functions_and_builtins():
-    assert tool_names(TOOLS) == ["python", "simple_browser", "get_weather"]
 
 
 @pytest.mark.parametrize("text", [

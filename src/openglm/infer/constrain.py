@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 
 import llguidance
@@ -45,11 +45,6 @@ open_url: "open_url(" STRING ")"
 STRING: /"([^"\\\n]|\\.)*"/
 INT: /-?[0-9]+/
 '''
-
-
-def tool_names(specs: Iterable[dict]) -> list[str]:
-    """The names tool specs are called by (chat.tool_name of each)."""
-    return [tool_name(s) for s in specs]
 
 
 def strict_schema(parameters) -> dict:
