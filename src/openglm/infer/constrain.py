@@ -70,18 +70,18 @@ def reply_grammar(tools: Sequence[dict], tok=None) -> str:
     alternatives, rules = ["text"], ['text: "\\n" /(?s:.*)/']
     for k, spec in enumerate(tools):
         name = tool_name(spec)
-        rule = f"tool{k}"
+        rule, head = f"tool{k}", f"tool{k}: {_literal(name + chr(10))}"
         if name in FREE_BODY_TOOLS:
-            rules.append(f"{rule}: {_literal(name + chr(10))} /(?s:.+)/")
+            rules.append(f"{head} /(?s:.+)/")
         elif name == "simple_browser":
-            rules.append(f"{rule}: {_literal(name + chr(10))} browser_call")
+            rules.append(f"{head} browser_call")
             if _BROWSER not in rules:
                 rules.append(_BROWSER)
         else:
-            schema = strict_schema(spec.get("function", {}).get("parameters"))
-            if tok is not None and not _schema_compiles(tok, name, json.dumps(schema, ensure_ascii=False)):
-                schema = strict_schema({"type": "object", "additionalProperties": True})
-            rules.append(f"{rule}: {_literal(name + chr(10))} %json {json.dumps(schema, ensure_ascii=False)}")
+            schema = json.dumps(strict_schema(spec.get("function", {}).get("parameters")), ensure_ascii=False)
+            if tok is not None and not _schema_compiles(tok, name, schema):
+                schema = json.dumps(strict_schema({"type": "object", "additionalProperties": True}))
+            rules.append(f"{head} %json {schema}")
         alternatives.append(rule)
     return "\n".join(["start: segment (<|assistant|> segment)*", "segment: " + " | ".join(alternatives), *rules])
 
@@ -108,7 +108,6 @@ class ToolGrammar:
     """Masks the logits so a turn follows `reply_grammar(tools)`: mask(vocab, device), push(id)."""
 
     def __init__(self, tok, tools: Sequence[dict]):
-        self.tok = tok
         self.grammar = reply_grammar(tools, tok)
         self.ll = _ll_tokenizer(tok)
         self.matcher = llguidance.LLMatcher(self.ll, llguidance.LLMatcher.grammar_from_lark(self.grammar))
