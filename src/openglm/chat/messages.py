@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .protocol import BROWSER_FUNCTIONS, BUILTIN_TOOLS, ROLES
+from .protocol import BROWSER_FUNCTIONS, BUILTIN_TOOLS, FREE_TEXT_TOOLS, ROLES
 
 TOOL_TYPES: tuple[str, ...] = ("function", *BUILTIN_TOOLS)
 MESSAGE_FIELDS: tuple[str, ...] = ("role", "content", "metadata", "tools")
@@ -181,7 +181,7 @@ def tool_call_problem(name: Any, arguments: Any) -> str | None:
     """Why ``(name, arguments)`` is not a well-formed call, or ``None`` if it is."""
     if not isinstance(name, str) or not name.strip() or "\n" in name or name != name.strip():
         return f"tool name must be a non-empty single line without surrounding spaces, got {name!r}"
-    if name in ("python", "cogview"):
+    if name in FREE_TEXT_TOOLS:
         if not isinstance(arguments, str):
             return f"{name} arguments must be a str, got {type(arguments).__name__}"
         if not arguments.strip():

@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from .messages import AssistantReply, ToolCall, browser_call_problem, tool_call_problem
-from .protocol import BROWSER_FUNCTIONS, role_token
+from .protocol import BROWSER_FUNCTIONS, FREE_TEXT_TOOLS, role_token
 
 _ASSISTANT = role_token("assistant")
 
@@ -70,7 +70,7 @@ def parse_assistant(text: str, *, allow_multiple: bool = False) -> AssistantRepl
 
 def parse_tool_call(name: str, body: str) -> ToolCall:
     """The call for tool ``name`` with body ``body``; ``ValueError`` if malformed."""
-    if name in ("python", "cogview"):
+    if name in FREE_TEXT_TOOLS:
         problem = tool_call_problem(name, body)
         if problem:
             raise ValueError(problem)
@@ -137,7 +137,7 @@ def format_tool_call(call: ToolCall) -> str:
     problem = tool_call_problem(call.name, call.arguments)
     if problem:
         raise ValueError(problem)
-    if call.name in ("python", "cogview"):
+    if call.name in FREE_TEXT_TOOLS:
         body = call.arguments
     elif call.name == "simple_browser":
         body = format_browser_call(call.arguments)

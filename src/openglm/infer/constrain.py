@@ -31,10 +31,10 @@ import torch
 from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 
 from openglm.chat import tool_name
+from openglm.chat.protocol import FREE_TEXT_TOOLS
 
 log = logging.getLogger(__name__)
 
-FREE_BODY_TOOLS = ("python", "cogview")  # code or an image prompt: any non-empty text
 # What `json.dumps` writes (and GLM-4 was trained on); see chat.parse.format_tool_call.
 JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": ", "lenient": True}
 _BROWSER = r'''
@@ -71,7 +71,7 @@ def reply_grammar(tools: Sequence[dict], tok=None) -> str:
     for k, spec in enumerate(tools):
         name = tool_name(spec)
         rule, head = f"tool{k}", f"tool{k}: {_literal(name + chr(10))}"
-        if name in FREE_BODY_TOOLS:
+        if name in FREE_TEXT_TOOLS:  # code or an image prompt: any non-empty text
             rules.append(f"{head} /(?s:.+)/")
         elif name == "simple_browser":
             rules.append(f"{head} browser_call")
