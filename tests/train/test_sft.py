@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from openglm import GLM, GLMConfig
-from openglm.train.objectives import IGNORE, LMObjective, doc_causal_mask
+from openglm.train.objectives import IGNORE, LMObjective
 from openglm.train.sft import collate_rows, encode_conversation, load_conversations, pack, row_plan
 from tests.train.conftest import DATA, TINY
 
@@ -92,15 +92,32 @@ def test_weightings_equal_per_token_and_per_conversation_means(model, examples, 
     assert sequence == pytest.approx(np.mean([s / n for s, n in zip(losses, counts)]), abs=1e-5)
 
 
-def test_packed_mask_is_block_diagonal_causal_and_positions_restart():
-    docs = torch.tensor([[0, 0, 1, 1, 1, -1]])
-    want = torch.tensor([[1, 0, 0, 0, 0, 0],
-                         [1, 1, 0, 0, 0, 0],
-                         [0, 0, 1, 0, 0, 0],
-                         [0, 0, 1, 1, 0, 0],
-                         [0, 0, 1, 1, 1, 0],
-                         [0, 0, 0, 0, 0, 1]], dtype=torch.bool)
-    assert torch.equal(doc_causal_mask(docs)[0, 0], want)
+def _block_diagonal_mask(docs):
+    """The definition: a token sees the earlier tokens of its own document (padding: itself)."""
+    T = docs.shape[1]
+    same = (docs[:, :, None] == docs[:, None, :]) & (docs[:, None, :] >= 0)
+    return ((same & torch.ones(T, T, dtype=torch.bool).tril()) | torch.eye(T, dtype=torch.bool))[:, None]
+
+
+@pytest.mark.parametrize("kv_heads", [2, 1])
+def test_document_attention_equals_a_block_diagonal_mask_with_gradients(kv_heads):
+    torch.manual_seed(0)
+    model = GLM(GLMConfig.from_preset("nano", **{**TINY, "num_kv_heads": kv_heads}))
+    docs = torch.tensor([[0] * 5 + [1] * 9 + [2] * 3 + [-1] * 3, [0] * 12 + [1] * 8])
+    pos = torch.cat([torch.arange(n) for n in (5, 9, 3, 3, 12, 8)]).view(2, 20)
+    ids = torch.randint(0, 200, (2, 20))
+    real = docs >= 0
+    outs = []
+    for kwargs in ({"doc_ids": docs}, {"attention_mask": _block_diagonal_mask(docs), "position_ids": pos}):
+        model.zero_grad()
+        logits = model(ids, **kwargs)
+        logits[real].square().mean().backward()  # padding's outputs are never used
+        outs.append((logits[real].detach(), [p.grad.clone() for p in model.parameters()]))
+    (a, grads_a), (b, grads_b) = outs
+    assert (a - b).abs().max() < 1e-5  # positions restart in every document by default
+    assert all((ga - gb).abs().max() < 1e-6 for ga, gb in zip(grads_a, grads_b))
+    with pytest.raises(ValueError, match="doc_ids"):
+        model(ids, doc_ids=docs, cache=model.new_cache(2, 32))
 
 
 def test_sorted_batching_groups_similar_lengths(tokenizer, examples):

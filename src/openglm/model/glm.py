@@ -141,7 +141,7 @@ class Attention(nn.Module):
         self.qkv = Linear(cfg.hidden_size, cfg.q_size + 2 * cfg.kv_size, bias=cfg.qkv_bias)
         self.proj = Linear(cfg.q_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x, rotations, mask, is_causal, cache):
+    def forward(self, x, rotations, mask, is_causal, cache, doc_lengths=None):
         cfg = self.cfg
         B, T, _ = x.shape
         H, KV = cfg.num_heads, cfg.num_kv_heads
@@ -150,8 +150,38 @@ class Attention(nn.Module):
         q, k, v = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2), qkv[:, :, H + KV :].transpose(1, 2)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=KV != H)
+        if doc_lengths is not None:
+            y = document_attention(q, k, v, doc_lengths)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=KV != H)
         return self.proj(y.transpose(1, 2).reshape(B, T, cfg.q_size))
+
+
+def document_attention(q, k, v, lengths: list[list[int]]) -> torch.Tensor:
+    """Causal attention inside each packed document, one SDPA call per document.
+
+    q [B, H, T, D], k/v [B, KV, T, D]; lengths[b] lists the lengths of row b's documents, in
+    order, summing to T. A block-diagonal mask over the whole row would make the kernel visit
+    all T x T scores (it cannot skip arbitrary masked blocks); per document the work is the sum
+    of n_i^2 / 2. Rows and documents are cut with unbind/split, whose backward passes join the
+    gradient pieces, rather than slicing (each slice's backward writes a zero-filled full copy).
+    """
+    gqa = q.shape[1] != k.shape[1]
+    rows = []
+    for qb, kb, vb, n in zip(q.unbind(0), k.unbind(0), v.unbind(0), lengths):
+        rows.append(torch.cat([F.scaled_dot_product_attention(qd[None], kd[None], vd[None], is_causal=True,
+                                                              enable_gqa=gqa)
+                               for qd, kd, vd in zip(qb.split(n, 1), kb.split(n, 1), vb.split(n, 1))], dim=2))
+    return torch.cat(rows, dim=0)
+
+
+def document_lengths(doc_ids: torch.Tensor) -> list[list[int]]:
+    """[B, T] document number per token -> per row, the lengths of its runs of equal numbers."""
+    B, T = doc_ids.shape
+    starts = [[0] for _ in range(B)]
+    for b, i in (doc_ids[:, 1:] != doc_ids[:, :-1]).nonzero().tolist():
+        starts[b].append(i + 1)
+    return [[e - s for s, e in zip(row, row[1:] + [T])] for row in starts]
 
 
 class MLP(nn.Module):
@@ -177,8 +207,8 @@ class Block(nn.Module):
             self.post_mlp_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
         self.sandwich = cfg.sandwich_norm
 
-    def forward(self, x, rotations, mask, is_causal, cache):
-        h = self.attn(self.attn_norm(x), rotations, mask, is_causal, cache)
+    def forward(self, x, rotations, mask, is_causal, cache, doc_lengths=None):
+        h = self.attn(self.attn_norm(x), rotations, mask, is_causal, cache, doc_lengths)
         x = x + (self.post_attn_norm(h) if self.sandwich else h)
         h = self.mlp(self.mlp_norm(x))
         return x + (self.post_mlp_norm(h) if self.sandwich else h)
@@ -247,6 +277,7 @@ class GLM(nn.Module):
         logits_at: torch.Tensor | None = None,
         targets: torch.Tensor | None = None,
         loss_weights: torch.Tensor | None = None,
+        doc_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids [B, T]; attention_mask [B, past+T] of 1 (token) / 0 (left padding), or a
         ready boolean [B, 1, T, past+T] mask (True = attend) for packed documents or GLM's
@@ -257,10 +288,22 @@ class GLM(nn.Module):
         (training: positions without a target need no output head, the costliest matmul of a
         small model);
         targets [B, T] (IGNORE = none): return instead the cross-entropy summed over positions
-        with a target, each times loss_weights [B, T] if given (fused head + loss, see head_loss).
+        with a target, each times loss_weights [B, T] if given (fused head + loss, see head_loss);
+        doc_ids [B, T]: packed documents, the document number of each token (contiguous runs;
+        padding is one more run): each token attends causally within its run, computed run by
+        run (training; instead of attention_mask, no cache). Positions default to restarting at 0
+        in every run.
         """
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
+        doc_lengths = None
+        if doc_ids is not None:
+            if cache is not None or attention_mask is not None:
+                raise ValueError("doc_ids replaces attention_mask and cannot extend a KV cache")
+            doc_lengths = document_lengths(doc_ids)
+            if position_ids is None:
+                position_ids = torch.stack([torch.cat([torch.arange(n, device=input_ids.device) for n in row])
+                                            for row in doc_lengths])
         if position_ids is None:
             if attention_mask is not None and attention_mask.dim() == 2:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
@@ -275,9 +318,9 @@ class GLM(nn.Module):
         for block in self.layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 # recompute each block in the backward pass: activations for 1 block, not all
-                x = checkpoint(block, x, rotations, mask, is_causal, cache, use_reentrant=False)
+                x = checkpoint(block, x, rotations, mask, is_causal, cache, doc_lengths, use_reentrant=False)
             else:
-                x = block(x, rotations, mask, is_causal, cache)
+                x = block(x, rotations, mask, is_causal, cache, doc_lengths)
         if cache is not None:
             cache.length += T
         if logits_to_keep:

@@ -2,11 +2,12 @@
 
 Every batch is a dict of tensors: ``input_ids`` [B, T]; ``targets`` [B, T], the token to
 predict at each position (already shifted; -100 = no loss); optionally ``attention_mask``
-(a ready boolean [B, 1, T, T], True = attend), ``position_ids`` [B, T] and ``loss_weights``
-[B, T]. An objective returns the *sum* of weighted token losses of a micro-batch and says
-what that sum is normalised by (``normalizer``); the trainer divides by the normaliser
-summed over every micro-batch and process of the step, so the loss of a global batch does
-not depend on how it is split (gradient accumulation, DDP, FSDP).
+(a ready boolean [B, 1, T, T], True = attend) or ``doc_ids`` [B, T] (packed documents, see
+``GLM.forward``), ``position_ids`` [B, T] and ``loss_weights`` [B, T]. An objective returns
+the *sum* of weighted token losses of a micro-batch and says what that sum is normalised by
+(``normalizer``); the trainer divides by the normaliser summed over every micro-batch and
+process of the step, so the loss of a global batch does not depend on how it is split
+(gradient accumulation, DDP, FSDP).
 
 Blank infilling (GLM, Du et al. 2022; used by GLM-130B and ChatGLM-6B). From a text x,
 spans are cut out and each replaced by one ``[MASK]`` (short spans, ~15% of tokens,
@@ -33,17 +34,6 @@ import torch
 import torch.nn.functional as F
 
 from ..model.glm import IGNORE
-
-
-def doc_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
-    """[B, T] document number per token (-1 = padding) -> [B, 1, T, T] bool mask: each token
-    attends causally within its own document. Padding attends only to itself (a query row
-    with no key at all would make NaN that leaks through later layers)."""
-    T = doc_ids.shape[1]
-    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
-    same = (doc_ids[:, :, None] == doc_ids[:, None, :]) & (doc_ids[:, None, :] >= 0)
-    eye = torch.eye(T, dtype=torch.bool, device=doc_ids.device)
-    return ((same & causal) | eye)[:, None]
 
 
 def prefix_lm_mask(n_context: torch.Tensor, T: int) -> torch.Tensor:
@@ -74,7 +64,7 @@ def token_logprobs(model, batch: dict) -> torch.Tensor:
     """
     targets = batch["targets"]
     has_target = targets != IGNORE
-    logits = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
+    logits = model(batch["input_ids"], attention_mask=batch.get("attention_mask"), doc_ids=batch.get("doc_ids"),
                    position_ids=batch.get("position_ids"), logits_at=has_target)
     nll = F.cross_entropy(logits, targets[has_target], reduction="none")
     return torch.zeros(targets.shape, dtype=nll.dtype, device=nll.device).masked_scatter(has_target, -nll)
@@ -82,7 +72,7 @@ def token_logprobs(model, batch: dict) -> torch.Tensor:
 
 def token_loss_sum(model, batch: dict) -> torch.Tensor:
     """Sum over targets of (weighted) cross entropy, by the model's fused head + loss."""
-    return model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
+    return model(batch["input_ids"], attention_mask=batch.get("attention_mask"), doc_ids=batch.get("doc_ids"),
                  position_ids=batch.get("position_ids"), targets=batch["targets"],
                  loss_weights=batch.get("loss_weights"))
 

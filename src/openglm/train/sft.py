@@ -14,7 +14,7 @@ observation tokens and the ``<|assistant|>`` role token itself (the prompt suppl
 inference) are never targets. This equals the official demo's shifted loss mask.
 
 Packing puts several conversations in one row; each keeps its own positions (from 0) and
-attends only within itself (block-diagonal causal mask). LongAlign's loss weighting
+attends only within itself (the model runs attention document by document). LongAlign's loss weighting
 ("sequence": every conversation counts equally, however long) and sorted batching are
 options.
 """
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..chat import normalize_messages, render_segments
-from .objectives import IGNORE, doc_causal_mask
+from .objectives import IGNORE
 
 TURN_END = "<|user|>"
 
@@ -167,7 +167,8 @@ def row_plan(lengths: Sequence[int], seq_len: int, global_batch: int, seed: int,
 
 
 def collate_rows(rows: list[list[Example] | None], pad_id: int, weighting: str = "token") -> dict:
-    """Rows of examples -> a batch with per-document positions and a block-diagonal causal mask.
+    """Rows of examples -> a batch with per-document positions and document ids (each token
+    attends causally within its own conversation; padding, id -1, is one more run).
 
     ``weighting="token"`` weighs every target 1 (the mean over all targets of the step);
     ``"sequence"`` weighs a conversation's targets 1/n_targets, so each conversation adds 1
@@ -192,4 +193,4 @@ def collate_rows(rows: list[list[Example] | None], pad_id: int, weighting: str =
             weights[b, at:at + n] = has.float() / (ex.n_targets if weighting == "sequence" else 1)
             at += n
     return {"input_ids": ids, "targets": targets, "position_ids": pos,
-            "attention_mask": doc_causal_mask(docs), "loss_weights": weights}
+            "doc_ids": docs, "loss_weights": weights}
