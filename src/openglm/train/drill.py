@@ -102,7 +102,7 @@ def copy_drill(model, cfg: DrillConfig, token_ids: tuple[int, int], progress: bo
     low, high = token_ids
     device = next(model.parameters()).device  # batches are drawn on the CPU (same rows everywhere), then moved
     g = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0, fused=True)
     half = pick_precision("auto", device) == "bf16"  # fp32 where bf16 has no native kernels
     model.train()
     log, shortest = [], cfg.span_max
@@ -112,17 +112,21 @@ def copy_drill(model, cfg: DrillConfig, token_ids: tuple[int, int], progress: bo
             ids, targets = (t.to(device) for t in drill_batch(cfg, shortest, low, high, g))
             for group in opt.param_groups:  # short linear warm-up, then constant
                 group["lr"] = cfg.lr * min(1.0, step / 50)
+            mask = targets != IGNORE
+            check = step % cfg.check_every == 0 or step == cfg.steps
             with torch.autocast(device.type, torch.bfloat16, enabled=half):
-                logits = model(ids)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+                if check:  # logits of the target positions only, for the accuracy
+                    logits = model(ids, logits_at=mask)
+                    loss = F.cross_entropy(logits.float(), targets[mask])
+                else:  # the fused head + loss: no [batch, seq, vocab] logits at all
+                    loss = model(ids, targets=targets) / mask.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             bar.update(task, advance=1, description=f"copy drill (loss {loss.item():.3f}, shortest {shortest})")
-            if step % cfg.check_every and step < cfg.steps:
+            if not check:
                 continue
-            mask = targets != IGNORE
-            acc = (logits[mask].argmax(-1) == targets[mask]).float().mean().item()
+            acc = (logits.argmax(-1) == targets[mask]).float().mean().item()
             solved = shortest == cfg.span_min and acc >= cfg.gate
             log.append({"step": step, "loss": round(loss.item(), 4), "accuracy": round(acc, 4),
                         "shortest": shortest, "solved": solved})
