@@ -280,7 +280,7 @@ class GLM(nn.Module):
         doc_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids [B, T]; attention_mask [B, past+T] of 1 (token) / 0 (left padding), or a
-        ready boolean [B, 1, T, past+T] mask (True = attend) for packed documents or GLM's
+        ready boolean [B, 1, T, past+T] mask (True = attend) for any pattern, e.g. GLM's
         bidirectional-prefix blank infilling; position_ids [B, T] (default: from a 2D mask, so
         left padding starts at position 0); cache: a KVCache to read and extend;
         logits_to_keep: only the last N positions (0 = all);
