@@ -114,8 +114,9 @@ BUILTIN_TOOL_DESCRIPTIONS: dict[str, str] = {
 }
 BUILTIN_TOOLS: tuple[str, ...] = tuple(BUILTIN_TOOL_DESCRIPTIONS)
 
-# Functions the simple_browser tool accepts, with their parameters in order.
 FREE_TEXT_TOOLS = ("python", "cogview")  # builtins whose call body is plain text: code, an image prompt
+
+# Functions the simple_browser tool accepts, with their parameters in order.
 BROWSER_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "search": ("query", "recency_days"),
     "mclick": ("ids",),

@@ -167,8 +167,9 @@ def row_plan(lengths: Sequence[int], seq_len: int, global_batch: int, seed: int,
 
 
 def collate_rows(rows: list[list[Example] | None], pad_id: int, weighting: str = "token") -> dict:
-    """Rows of examples -> a batch with per-document positions and document ids (each token
-    attends causally within its own conversation; padding, id -1, is one more run).
+    """Rows of examples -> a batch with document ids: each token attends causally within its own
+    conversation, whose positions start at 0 (the model derives both from ``doc_ids``; padding,
+    id -1, is one more run).
 
     ``weighting="token"`` weighs every target 1 (the mean over all targets of the step);
     ``"sequence"`` weighs a conversation's targets 1/n_targets, so each conversation adds 1
@@ -178,7 +179,6 @@ def collate_rows(rows: list[list[Example] | None], pad_id: int, weighting: str =
     B = len(rows)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     targets = torch.full((B, T), IGNORE, dtype=torch.long)
-    pos = torch.zeros(B, T, dtype=torch.long)
     docs = torch.full((B, T), -1, dtype=torch.long)
     weights = torch.zeros(B, T)
     for b, row in enumerate(rows or []):
@@ -187,10 +187,8 @@ def collate_rows(rows: list[list[Example] | None], pad_id: int, weighting: str =
             n = len(ex)
             ids[b, at:at + n] = torch.from_numpy(ex.ids)
             targets[b, at:at + n] = torch.from_numpy(ex.targets)
-            pos[b, at:at + n] = torch.arange(n)
             docs[b, at:at + n] = d
             has = targets[b, at:at + n] != IGNORE
             weights[b, at:at + n] = has.float() / (ex.n_targets if weighting == "sequence" else 1)
             at += n
-    return {"input_ids": ids, "targets": targets, "position_ids": pos,
-            "doc_ids": docs, "loss_weights": weights}
+    return {"input_ids": ids, "targets": targets, "doc_ids": docs, "loss_weights": weights}
