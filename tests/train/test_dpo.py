@@ -2,12 +2,14 @@
 
 import json
 import math
+from contextlib import nullcontext
 
 import pytest
 import torch
 
 from openglm import GLM, GLMConfig, load_model
 from openglm.train import DPOConfig, run_dpo
+from openglm.train.data import StepBatches
 from openglm.train.dpo import DPOObjective, PreferencePairs, encode_pair, sequence_logprobs
 from tests.train.conftest import DATA, TINY, read_log, tiny_config
 
@@ -84,3 +86,24 @@ def test_lora_policy_with_adapters_off_as_reference(tmp_path):
     assert log[0]["rewards/margin"] == pytest.approx(0.0, abs=1e-6)
     assert "eval_rewards/accuracy" in log[1]
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_reference_is_precomputed_for_exactly_the_pairs_the_run_reads(tokenizer):
+    torch.manual_seed(0)
+    model = GLM(GLMConfig.from_preset("nano", **TINY)).eval()
+    full, _ = PreferencePairs.load([DATA / "dpo_tiny.jsonl"], tokenizer, 128)
+    part, _ = PreferencePairs.load([DATA / "dpo_tiny.jsonl"], tokenizer, 128)
+    full.precompute_reference(model, nullcontext, 4, "cpu")
+    loader = StepBatches(part.plan(3, seed=1), part.collate, micro_batch=3)  # 10 pairs: epochs of 4 batches
+    needed = loader.items(2)
+    assert len(needed) == 6 and None not in needed
+    assert part.precompute_reference(model, nullcontext, 4, "cpu", only=needed) == 6
+    assert torch.allclose(torch.from_numpy(part.ref_logps[needed]), torch.from_numpy(full.ref_logps[needed]))
+    objective = DPOObjective(0.1)
+    for _ in range(2):
+        (batch,) = loader.next()
+        with torch.no_grad():
+            objective(model, batch)  # every pair of the planned steps has its reference
+    (batch,) = loader.next()  # a step past the plan: its pairs were never computed
+    with pytest.raises(RuntimeError, match=r"pairs \[.*\] have no reference log-probs"):
+        objective(model, batch)

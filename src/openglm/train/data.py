@@ -190,6 +190,11 @@ class StepBatches:
         for items in self.plan(epoch):
             yield self.micro_batches(items)
 
+    def items(self, steps: int) -> list[Any]:
+        """Every item (all ranks) of the first ``steps`` global batches, in order of use."""
+        spe = self.steps_per_epoch()
+        return [item for step in range(steps) for item in self.plan(step // spe)[step % spe]]
+
     def state_dict(self) -> dict:
         return {"step": self.step, "global_batch": self.global_batch}
 

@@ -112,10 +112,14 @@ class PreferencePairs:
         return batch
 
     @torch.no_grad()
-    def precompute_reference(self, model, autocast: Callable, batch_size: int, device, progress=None) -> None:
-        """Fill missing reference log-probs with ``model`` (the starting policy). Every
-        process computes every pair, so all of them run the same forward passes (FSDP)."""
-        todo = [i for i in range(len(self)) if np.isnan(self.ref_logps[i]).any()]
+    def precompute_reference(self, model, autocast: Callable, batch_size: int, device, progress=None,
+                             only: Sequence[int] | None = None) -> int:
+        """Fill missing reference log-probs with ``model`` (the starting policy), for the pairs in
+        ``only`` (default: all; a run of N steps reads only the pairs its plan visits). Every
+        process computes the same pairs, so all of them run the same forward passes (FSDP).
+        Returns how many pairs it computed."""
+        wanted = range(len(self)) if only is None else sorted(set(only))
+        todo = [i for i in wanted if np.isnan(self.ref_logps[i]).any()]
         was_training = model.training
         model.eval()
         for start in range(0, len(todo), batch_size):
@@ -127,6 +131,7 @@ class PreferencePairs:
             if progress:
                 progress(len(items))
         model.train(was_training)
+        return len(todo)
 
 
 def _truncate(ex: Example, seq_len: int) -> Example:
@@ -165,6 +170,9 @@ class DPOObjective:
 
     def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
         ref = batch["ref_logps"]
+        if self.reference is None and torch.isnan(ref).any():
+            raise RuntimeError(f"pairs {batch['pair_index'][torch.isnan(ref).any(-1)].tolist()} have no reference "
+                               "log-probs: precompute them or pass a reference model")
         if self.reference is not None:
             with torch.no_grad():
                 ref = sequence_logprobs(self.reference, batch).double().view(2, -1).T
