@@ -81,3 +81,34 @@ def test_info_counts_the_9b_preset():
     r = runner.invoke(app, ["info", "--preset", "glm-4-9b-chat"])
     assert r.exit_code == 0
     assert "9,399,951,360" in r.stdout
+
+
+def _unboxed(output: str) -> str:
+    """A CLI error's text without rich's box and line breaks."""
+    return " ".join(output.replace("│", " ").split())
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--set", "pretrain_step=700"], "no field 'pretrain_step'"),
+    (["--set", "pretrain_steps=fast"], "'pretrain_steps' must be int, got 'fast'"),
+    (["--set", "steps"], "is not key=value"),
+    (["--preset", "huge"], "unknown speedrun preset 'huge'"),
+])
+def test_speedrun_refuses_a_bad_budget_before_any_stage(tmp_path, args, message):
+    r = runner.invoke(app, ["speedrun", "--out", str(tmp_path / "run"), *args])
+    assert r.exit_code == 2 and message in _unboxed(r.output), r.output
+    assert not (tmp_path / "run" / "data").exists()
+
+
+def test_speedrun_budget_overrides_and_a_resume_with_other_settings(tmp_path):
+    from openglm.speedrun import PRESETS, Speedrun
+
+    budget = PRESETS["nano"].with_overrides({"pretrain_steps": 700, "sft_lr": 2})  # an int where a float goes
+    assert (budget.pretrain_steps, budget.sft_lr, budget.sft_steps) == (700, 2, PRESETS["nano"].sft_steps)
+    Speedrun(tmp_path, seed=0, budget=budget).record_settings()
+    Speedrun(tmp_path, seed=0, budget=budget).record_settings()  # the same settings resume
+    with pytest.raises(ValueError, match=r"other settings \(pretrain_steps, sft_lr, seed\)"):
+        Speedrun(tmp_path, seed=1, budget=PRESETS["nano"]).record_settings()
+    r = runner.invoke(app, ["speedrun", "--out", str(tmp_path), "--set", "pretrain_steps=700"])  # sft_lr differs
+    assert r.exit_code == 2 and "other settings (sft_lr)" in _unboxed(r.output), r.output
+    assert not (tmp_path / "data").exists()

@@ -193,14 +193,23 @@ def speedrun(
     seed: int = 0,
     install: Annotated[bool, typer.Option(help="copy the result into the package as the embedded "
                                                "default model")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="override a budget field: "
+                                                   "pretrain_steps=700 (see openglm.speedrun.Budget)")] = None,
 ) -> None:
     """Every stage end to end: data, tokenizer, pre-training, agent SFT, DPO, evaluation, report."""
     from .speedrun import PRESETS, Speedrun
     from .speedrun import install as install_model
+    from .train.config import parse_overrides
 
     if preset not in PRESETS:
         raise typer.BadParameter(f"unknown speedrun preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    report = Speedrun(out, preset="nano", seed=seed, budget=PRESETS[preset]).run()
+    try:
+        budget = PRESETS[preset].with_overrides(parse_overrides(set_ or []))
+        run = Speedrun(out, preset="nano", seed=seed, budget=budget)
+        run.record_settings()
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    report = run.run()
     err.print(f"report: {report}")
     if install:
         err.print(f"installed as the embedded model: {install_model(out / 'final')}")

@@ -19,6 +19,7 @@ run resumes at the stage it was in (training stages also resume from their last 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -60,6 +61,18 @@ class Budget:
     dpo_steps: int = 60
     eval_tasks: int = 100
 
+    def with_overrides(self, overrides: dict) -> Budget:
+        """A copy with some fields replaced (`--set pretrain_steps=700`); unknown names and wrong types raise."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        for key, value in overrides.items():
+            if key not in fields:
+                raise ValueError(f"speedrun budget has no field {key!r}; fields: {', '.join(fields)}")
+            kind = type(getattr(self, key))
+            if getattr(self, key) is not None and not isinstance(value, kind) and not (kind is float and
+                                                                                      isinstance(value, int)):
+                raise ValueError(f"speedrun budget field {key!r} must be {kind.__name__}, got {value!r}")
+        return dataclasses.replace(self, **overrides)
+
 
 PRESETS = {"nano": Budget(), "tiny": Budget(vocab_size=2048, drill_steps=3, pretrain_steps=4, pretrain_tasks=60,
                                              sft_warmup_tasks=60, sft_warmup_steps=3, sft_tasks=120, sft_steps=6,
@@ -78,13 +91,23 @@ class Speedrun:
         return self.out / name
 
     def run(self) -> Path:
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "speedrun.json").write_text(json.dumps(
-            {"preset": self.preset, "seed": self.seed, "budget": asdict(self.budget)}, indent=2))
+        self.record_settings()
         self._announce_precision()
         for name in ("data", "tokenizer", "pretrain", "sft", "dpo", "eval"):
             self._stage(name, getattr(self, f"stage_{name}"))
         return self.report()
+
+    def record_settings(self) -> None:
+        """Write OUT/speedrun.json; a resumed run must match what is there."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        spec = {"preset": self.preset, "seed": self.seed, "budget": asdict(self.budget)}
+        saved = self.out / "speedrun.json"
+        if saved.exists() and (old := json.loads(saved.read_text())) != spec:
+            changed = sorted(k for k in spec["budget"] if old["budget"].get(k) != spec["budget"][k])
+            changed += [k for k in ("preset", "seed") if old[k] != spec[k]]
+            raise ValueError(f"{self.out} holds a run with other settings ({', '.join(changed)}): resume it with "
+                             "the same preset, seed and --set values, or pick a new --out")
+        saved.write_text(json.dumps(spec, indent=2))
 
     @staticmethod
     def _announce_precision() -> None:
