@@ -45,3 +45,22 @@ def test_a_fresh_run_refuses_an_out_dir_with_checkpoints(tmp_path):
     _run(tmp_path)
     with pytest.raises(ValueError, match="--resume"):
         _run(tmp_path)
+
+
+def test_mfu_counts_the_work_of_packed_rows_not_their_padding():
+    import torch
+
+    from openglm import GLMConfig
+    from openglm.train.trainer import batch_flops
+
+    cfg = GLMConfig.from_preset("nano", num_layers=2, hidden_size=64, num_heads=2, num_kv_heads=1, head_dim=32,
+                                ffn_hidden_size=128, vocab_size=1000)
+    body = 2 * (64 * (64 + 2 * 32) + 64 * 64 + 3 * 64 * 128)  # qkv, proj, gate_up + down
+    head, attention = 1000 * 64, 12 * 2 * 64  # per output position; per (token, key) pair
+    plain = {"input_ids": torch.zeros(2, 6, dtype=torch.long)}  # every position predicts the next
+    assert batch_flops(cfg, plain) == (6 * (body + head) * 12 + attention * 2 * 36, 12)
+    ignore = -100
+    packed = {"input_ids": torch.zeros(2, 6, dtype=torch.long),
+              "doc_ids": torch.tensor([[0, 0, 0, 1, 1, -1], [-1] * 6]),  # 3 + 2 tokens, the rest padding
+              "targets": torch.tensor([[ignore, 5, ignore, ignore, 7, ignore], [ignore] * 6])}
+    assert batch_flops(cfg, packed) == (6 * body * 5 + 6 * head * 2 + attention * (9 + 4), 5)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..model.glm import GLM, count_parameters
+from ..model.glm import GLM, IGNORE, count_parameters
 from . import distributed as D
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -41,14 +41,25 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return lo + (1.0 - lo) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def flops_per_token(cfg, seq_len: int) -> float:
-    """Training FLOPs per token (PaLM appendix B): 6 x matmul parameters + attention scores."""
-    embed = cfg.vocab_size * cfg.hidden_size
-    total = embed * (1 if cfg.tie_embeddings else 2) + cfg.num_layers * (
-        cfg.hidden_size * (cfg.q_size + 2 * cfg.kv_size) + cfg.q_size * cfg.hidden_size
-        + 3 * cfg.hidden_size * cfg.ffn_hidden_size)
-    matmul_params = total - (0 if cfg.tie_embeddings else embed)  # the lookup is not a matmul
-    return 6 * matmul_params + 12 * cfg.num_layers * cfg.q_size * seq_len
+def batch_flops(cfg, batch: dict) -> tuple[float, int]:
+    """Training FLOPs of one micro-batch and its tokens, padding left out (PaLM appendix B, by
+    what this code computes): 6 x body matmul parameters per token, 6 x the head's only where a
+    target is (the fused head skips the rest), and 12 x layers x q_size per pair of a token and a
+    key in its context (its own document when `doc_ids` packs several into a row)."""
+    ids, targets, docs = batch["input_ids"], batch.get("targets"), batch.get("doc_ids")
+    if docs is None:
+        tokens, pairs = ids.numel(), ids.numel() * ids.shape[1]
+    else:
+        tokens = pairs = 0
+        for row in docs.cpu():
+            runs, lengths = torch.unique_consecutive(row, return_counts=True)
+            real = lengths[runs >= 0]  # doc id -1 is padding
+            tokens, pairs = tokens + int(real.sum()), pairs + int((real * real).sum())
+    head = cfg.vocab_size * cfg.hidden_size
+    body = cfg.num_layers * (cfg.hidden_size * (cfg.q_size + 2 * cfg.kv_size) + cfg.q_size * cfg.hidden_size
+                             + 3 * cfg.hidden_size * cfg.ffn_hidden_size)
+    outputs = tokens if targets is None else int((targets != IGNORE).sum())
+    return 6 * body * tokens + 6 * head * outputs + 12 * cfg.num_layers * cfg.q_size * pairs, tokens
 
 
 def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16, n: int = 2048) -> float:
@@ -96,7 +107,6 @@ class Trainer:
         self.history: list[dict] = []
         self._tb = None
         self.n_params = count_parameters(model)
-        self.flops_per_token = flops_per_token(model.config, cfg.seq_len)
         self.peak = cfg.peak_flops
 
     # ---- pieces -----------------------------------------------------------------
@@ -117,10 +127,11 @@ class Trainer:
         norms = torch.stack([torch.as_tensor(self.objective.normalizer(b), dtype=torch.float64) for b in micro_batches])
         total = max(D.all_reduce_sum(norms.sum()).item(), 1e-12)
         sums: dict[str, torch.Tensor] = {}
-        tokens = 0
+        tokens = flops = 0
         for i, batch in enumerate(micro_batches):
+            batch_work, batch_tokens = batch_flops(self.raw.config, batch)
+            flops, tokens = flops + batch_work, tokens + batch_tokens
             batch = self._to_device(batch)
-            tokens += batch["input_ids"].numel()
             with D.gradient_sync(self.model, i == len(micro_batches) - 1):
                 with self.autocast():
                     loss_sum, metrics = self.objective(self.engine, batch)
@@ -138,8 +149,9 @@ class Trainer:
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         sums["tokens"] = torch.tensor(float(tokens), dtype=torch.float64)
+        sums["flops"] = torch.tensor(float(flops), dtype=torch.float64)
         out = self._reduce(sums)
-        out = {k: (v if k == "tokens" else v / total) for k, v in out.items()}
+        out = {k: (v if k in ("tokens", "flops") else v / total) for k, v in out.items()}
         return {**out, "lr": lr, "grad_norm": float(norm)}
 
     @torch.no_grad()
@@ -263,9 +275,9 @@ class Trainer:
                 record = self.train_step(micro_batches)
                 dt = time.perf_counter() - t0
                 self.step += 1
-                tok_s = record["tokens"] / dt
-                record.update(step=self.step, tokens_per_s=tok_s, mfu=self.flops_per_token * tok_s /
-                              (self.peak * self.info.world), step_time=dt)
+                flops = record.pop("flops")
+                record.update(step=self.step, tokens_per_s=record["tokens"] / dt,
+                              mfu=flops / dt / (self.peak * self.info.world), step_time=dt)
                 last = record
                 if cfg.eval_every and self.evaluation and self.step % cfg.eval_every == 0:
                     record.update(self.evaluate())
