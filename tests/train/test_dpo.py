@@ -107,3 +107,11 @@ def test_reference_is_precomputed_for_exactly_the_pairs_the_run_reads(tokenizer)
     (batch,) = loader.next()  # a step past the plan: its pairs were never computed
     with pytest.raises(RuntimeError, match=r"pairs \[.*\] have no reference log-probs"):
         objective(model, batch)
+
+
+def test_precomputed_reference_covers_the_held_out_pairs_evaluation_reads(tmp_path):
+    cfg = tiny_config(DPOConfig, tmp_path, train_data=[str(DATA / "dpo_tiny.jsonl")], eval_fraction=0.3,
+                      seq_len=128, micro_batch_size=2, max_steps=2, lr=1e-3, eval_every=1)
+    run_dpo(cfg)
+    log = read_log(tmp_path)
+    assert all(math.isfinite(r["eval_loss"]) and math.isfinite(r["eval_rewards/margin"]) for r in log)  # no NaN refs
