@@ -188,7 +188,7 @@ def info(model: ModelOpt = None, preset: Annotated[str, typer.Option()] = "glm-4
 def speedrun(
     out: Annotated[Path, typer.Option(help="run directory (rerun the same command to resume)")] = Path(
         "runs/speedrun"),
-    preset: Annotated[str, typer.Option(help="budget preset: nano (the shipped model, <= 60 min on 2 cores) "
+    preset: Annotated[str, typer.Option(help="budget preset: nano (55 min on 2 AVX2 cores, fp32) "
                                              "or tiny (a smoke test)")] = "nano",
     seed: int = 0,
     install: Annotated[bool, typer.Option(help="copy the result into the package as the embedded "
