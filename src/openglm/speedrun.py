@@ -63,14 +63,14 @@ class Budget:
 
     def with_overrides(self, overrides: dict) -> Budget:
         """A copy with some fields replaced (`--set pretrain_steps=700`); unknown names and wrong types raise."""
-        fields = {f.name: f for f in dataclasses.fields(self)}
+        names = [f.name for f in dataclasses.fields(self)]
         for key, value in overrides.items():
-            if key not in fields:
-                raise ValueError(f"speedrun budget has no field {key!r}; fields: {', '.join(fields)}")
-            kind = type(getattr(self, key))
-            if getattr(self, key) is not None and not isinstance(value, kind) and not (kind is float and
-                                                                                      isinstance(value, int)):
-                raise ValueError(f"speedrun budget field {key!r} must be {kind.__name__}, got {value!r}")
+            if key not in names:
+                raise ValueError(f"speedrun budget has no field {key!r}; fields: {', '.join(names)}")
+            default = getattr(self, key)
+            kind = (float, int) if isinstance(default, float) else type(default)  # an int where a float goes
+            if default is not None and not isinstance(value, kind):
+                raise ValueError(f"speedrun budget field {key!r} must be {type(default).__name__}, got {value!r}")
         return dataclasses.replace(self, **overrides)
 
 

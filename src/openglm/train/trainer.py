@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..model.glm import GLM, IGNORE, count_parameters
+from ..model.glm import GLM, IGNORE, count_parameters, document_lengths
 from . import distributed as D
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -49,12 +49,10 @@ def batch_flops(cfg, batch: dict) -> tuple[float, int]:
     ids, targets, docs = batch["input_ids"], batch.get("targets"), batch.get("doc_ids")
     if docs is None:
         tokens, pairs = ids.numel(), ids.numel() * ids.shape[1]
-    else:
-        tokens = pairs = 0
-        for row in docs.cpu():
-            runs, lengths = torch.unique_consecutive(row, return_counts=True)
-            real = lengths[runs >= 0]  # doc id -1 is padding
-            tokens, pairs = tokens + int(real.sum()), pairs + int((real * real).sum())
+    else:  # padding (doc id -1) is one run at the end of a row: its square comes off
+        pads = (docs < 0).sum(1).tolist()
+        tokens = ids.numel() - sum(pads)
+        pairs = sum(sum(n * n for n in row) - p * p for row, p in zip(document_lengths(docs), pads))
     head = cfg.vocab_size * cfg.hidden_size
     body = cfg.num_layers * (cfg.hidden_size * (cfg.q_size + 2 * cfg.kv_size) + cfg.q_size * cfg.hidden_size
                              + 3 * cfg.hidden_size * cfg.ffn_hidden_size)
