@@ -63,9 +63,27 @@ def test_well_formed_replies_are_allowed(tok, text):
     ('simple_browser\nfetch("x")', "an unknown browser function"),
     ("simple_browser\nmclick(3)", "mclick without a list"),
     ("python\n", "empty code"),
+    ("python\nprint(1))", "a bracket closed twice"),
+    ("python\nprint((2 + 3)", "a bracket left open"),
+    ("python\nprint('abc)", "a string left open"),
+    ("python\nprint(224262变为1)", "non-ASCII outside strings (copied question text)"),
+    ("python\nx = 211light", "a name run into a number"),
 ])
 def test_malformed_replies_are_refused(tok, text, why):
     assert not accepts(tok, TOOLS, text), why
+
+
+def test_python_calls_admit_real_programs(tok):
+    """Whole stdlib modules (strings of every kind, comments, continuations, nesting) pass the code grammar."""
+    import inspect
+    import json.decoder
+    import json.encoder
+
+    for module in (json.decoder, json.encoder, inspect):
+        source = inspect.getsource(module)
+        assert source.isascii()
+        assert accepts(tok, [{"type": "python"}], "python\n" + source), module.__name__
+    assert accepts(tok, [{"type": "python"}], 'python\nprint(f"{3:.2f} 元")  # 注释\ns = \'\'\'a\nb\'\'\'')
 
 
 def test_no_tools_means_text_only(tok):

@@ -8,7 +8,10 @@ SGLang and llama.cpp use for structured output). So a model can call no tool it 
 arguments it writes always parse:
 
 - text: `\\n`, then anything;
-- `python` and `cogview`: `name\\n`, then any non-empty code or prompt;
+- `python`: `python\\n`, then code that is lexically Python: brackets balanced, strings and
+  comments closed, no number run into a name (`211light`), non-ASCII only inside strings and
+  comments (measured: most of the nano model's broken code was a stray `)` or a copied `变为`);
+- `cogview`: `cogview\\n`, then any non-empty prompt;
 - `simple_browser`: one `search("q"[, recency_days=N])`, `mclick([i, ...])` or `open_url("u")`;
 - a user function: `name\\n`, then a JSON object that fits its `parameters` schema, spaced as
   `json.dumps` writes it (GLM-4's own spacing) and without keys the schema does not list
@@ -45,6 +48,21 @@ open_url: "open_url(" STRING ")"
 STRING: /"([^"\\\n]|\\.)*"/
 INT: /-?[0-9]+/
 '''
+# Python's lexical shape, not its syntax: enough to refuse what can never run, loose enough for any
+# program with ASCII names. A chunk of names, numbers and operators never puts a name right after a
+# number (so two chunks never touch); brackets nest; strings and comments close (a string's prefix
+# letters end the chunk before it).
+_PY_WORD = r"([A-Za-z_][A-Za-z0-9_]*|[0-9][0-9_]*(\.[0-9_]*)?([eE][+-]?[0-9_]+)?[jJ]?|0[xXoObB][0-9a-fA-F_]+)"
+_PY_SEP = r"[ \t\n\\!$%&*+,\-.\/:;<=>?@^|~`]"
+_PY_STRINGS = [q * 3 + rf"({q}{{0,2}}([^{q}\\]|\\(.|\n)))*" + q * 3 for q in "\"'"]
+_PY_STRINGS += [q + rf"([^{q}\\\n]|\\(.|\n))*" + q for q in "\"'"]
+_PYTHON = "\n".join([
+    "python_code: PY_CHUNK (py_group PY_CHUNK?)* | (py_group PY_CHUNK?)+",
+    "py_inner: PY_CHUNK? (py_group PY_CHUNK?)*",
+    'py_group: PY_STRING | PY_COMMENT | "(" py_inner ")" | "[" py_inner "]" | "{" py_inner "}"',
+    f"PY_CHUNK: /({_PY_WORD}?{_PY_SEP})+{_PY_WORD}?|{_PY_WORD}/",
+    f"PY_STRING: /{'|'.join(_PY_STRINGS)}/",
+    "PY_COMMENT: /#[^\\n]*/"])
 
 
 def strict_schema(parameters) -> dict:
@@ -71,7 +89,11 @@ def reply_grammar(tools: Sequence[dict], tok=None) -> str:
     for k, spec in enumerate(tools):
         name = tool_name(spec)
         rule, head = f"tool{k}", f"tool{k}: {_literal(name + chr(10))}"
-        if name in FREE_TEXT_TOOLS:  # code or an image prompt: any non-empty text
+        if name == "python":
+            rules.append(f"{head} python_code")
+            if _PYTHON not in rules:
+                rules.append(_PYTHON)
+        elif name in FREE_TEXT_TOOLS:  # an image prompt: any non-empty text
             rules.append(f"{head} /(?s:.+)/")
         elif name == "simple_browser":
             rules.append(f"{head} browser_call")
