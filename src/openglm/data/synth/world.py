@@ -81,13 +81,15 @@ REAL_CITIES = [City(*c, heldout=(i % 4 == 3)) for i, c in enumerate(_CITIES)]
 
 # Made-up training cities. Their names must be unpredictable, or the model learns to write
 # likely-looking names instead of copying (measured: with 52 place-name characters it wrote
-# "平清人口" for 维也纳): English ones are random letters in consonant-vowel rhythm, Chinese ones
+# "平清人口" for 维也纳): English ones are random sounds in consonant-vowel rhythm, clusters such as
+# "Sh" and "Zh" among them (with single letters only, the session-20 model never copied the "Sh" of
+# Shenyang or Shenzhen: it wrote "革enyang", as real names start with pieces no made-up one had), Chinese ones
 # random characters among the 2,000 most frequent in the sample corpus (so each is one token of
 # a tokenizer learned on it; rarer ones split into bytes, much harder to copy). With the top 800
 # only, the session-15 model never copied 沈阳 or 雅加达 (0 of 8 first actions; 沈 and 雅 rank past
 # 800). No name contains a real one or sits inside one.
-_CONSONANTS = "bcdfghjklmnpqrstvwxyz"
-_VOWELS = "aeiou"
+_CONSONANTS = list("bcdfghjklmnpqrstvwxyz") + ["sh", "ch", "zh", "th", "ng", "st", "br", "tr", "kr", "gu", "qi"]
+_VOWELS = list("aeiou") + ["ou", "ai", "ia", "ua", "ei", "en", "an"]
 _COMMON_HAN = (
     "的一国在了中人是有和大年不为会业上发这作要地个出工行经以家新民他来到我部日成生对进们市全多时主政本氓"
     "产者实展方长开理学建动同高于下重月关力现公用忙分电加社区文自报济制体过化合能定就面前天事与等后场得说"
@@ -143,8 +145,8 @@ def _synthetic_cities(n: int) -> list[City]:
     out, seen, i = [], set(), 0
     while len(out) < n:
         k, i = _h("synthetic-city", i), i + 1
-        letters = [(_VOWELS if j % 2 else _CONSONANTS)[(k >> (5 * j)) % (5 if j % 2 else 21)]
-                   for j in range(4 + k % 5)]
+        sounds = [_VOWELS if j % 2 else _CONSONANTS for j in range(3 + k % 4)]
+        letters = [units[(k >> (6 * j + 2)) % len(units)] for j, units in enumerate(sounds)]
         en = "".join(letters).capitalize()
         zh = "".join(han[(k >> (12 * j + 8)) % len(han)] for j in range(2 + (k >> 60) % 2))
         if en in seen or zh in seen or any(a in b or b in a for a in (en, zh) for b in real):
@@ -214,7 +216,7 @@ FUNCTION_SCHEMAS = {
         "description": "Get the weather forecast of a city on a date",
         "parameters": {"type": "object", "properties": {
             "city": {"type": "string", "description": "city name"},
-            "date": {"type": "string", "description": "date as YYYY-MM-DD"}},
+            "date": {"type": "string", "format": "date", "description": "date as YYYY-MM-DD"}},
             "required": ["city", "date"]}},
     "convert_currency": {
         "description": "Convert an amount of money from one currency to another",
@@ -233,7 +235,7 @@ FUNCTION_SCHEMAS = {
     "day_of_week": {
         "description": "Tell which day of the week a date is",
         "parameters": {"type": "object", "properties": {
-            "date": {"type": "string", "description": "date as YYYY-MM-DD"}},
+            "date": {"type": "string", "format": "date", "description": "date as YYYY-MM-DD"}},
             "required": ["date"]}},
 }
 
