@@ -52,6 +52,7 @@ class Budget:
     sft_short_fraction: float = 1.0  # extra short first actions in phase 2, per whole task
     sft_text_fraction: float = 0.1
     sft_repeat_fraction: float = 0.3  # share of those short chats that are "repeat exactly" copies
+    sft_whole_fraction: float = 0.0  # share of them that are whole tasks without the system prompt
     sft_random_copies: float = 0.3  # "repeat exactly" chats over random tokens, per SFT task
     sft_steps: int = 600  # fewer steps also erode the copy circuit less (probe after SFT 65% against 50%)
     sft_mix: dict[str, float] | None = None  # task family weights for SFT (None: the generator's)
@@ -241,7 +242,8 @@ class Speedrun:
         tasks = generate_tasks(b.sft_tasks, seed=self.seed, mix=b.sft_mix)
         write_jsonl(tasks, d / "agent.jsonl")
         short = generate_tasks(int(b.sft_tasks * b.sft_short_fraction), seed=self.seed + 4, mix=b.sft_mix)
-        _write_chats(warmup_conversations(short, b.sft_repeat_fraction, self.seed), d / "short.jsonl")
+        _write_chats(warmup_conversations(short, b.sft_repeat_fraction, self.seed, b.sft_whole_fraction),
+                     d / "short.jsonl")
         _general_text_chats(self.stage_dir("data") / "corpus.txt", d / "text.jsonl",
                             int(b.sft_tasks * b.sft_text_fraction), self.seed)
         _write_chats(random_copy_chats(load_tokenizer(self.stage_dir("tokenizer")),

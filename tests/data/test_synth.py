@@ -186,6 +186,18 @@ def test_warmup_conversations_are_short_first_actions_and_repeats():
     assert all(m["role"] != "system" for c in warmup_conversations(tasks, 0.0, 1) for m in c)
 
 
+def test_a_share_of_warmup_conversations_are_whole_tasks_without_the_system_prompt():
+    from openglm.data.synth import warmup_conversations
+
+    tasks = generate_tasks(200, seed=4)
+    plain = warmup_conversations(tasks, 0.3, seed=1)
+    mixed = warmup_conversations(tasks, 0.3, seed=1, whole_fraction=0.4)
+    whole = [i for i, (t, c) in enumerate(zip(tasks, mixed)) if c == t.messages[1:] and len(c) > 2]
+    assert 50 <= len(whole) <= 110  # ~40% of the ~190 tasks that have more than one turn
+    assert all(plain[i][1] == mixed[i][1] or i in whole for i in range(len(tasks)))  # the rest as before
+    assert all(tasks[i].messages[0]["role"] == "system" for i in whole)
+
+
 def test_heldout_dates_are_new_but_every_weekday_is_seen_in_training():
     def dates(tasks):
         return {t.calls[0]["arguments"]["date"] for t in tasks if t.kind == "function-day_of_week"}

@@ -8,7 +8,9 @@ action, so one packed 2,048-token row holds ~40 of them instead of ~3:
 
 - first actions: question -> the task's first assistant turn (tool call or reply);
 - repeats: "repeat exactly: <question>" -> the question (plain copying, both languages); a
-  third of them are a bare echo (question -> question), the easiest jump to learn first.
+  third of them are a bare echo (question -> question), the easiest jump to learn first;
+- whole tasks without the system prompt: every action and the final answer, which has to pick
+  its figure out of the observations (the other year's population sits next to it).
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ def first_action(task: Task) -> list[dict]:
     """The task's user message and first assistant turn, with no system prompt."""
     k = len(task.prompt)
     return [m for m in task.messages[: k + 1] if m["role"] != "system"]
+
+
+def without_system(task: Task) -> list[dict]:
+    """The whole task (every action, observation and the final answer) with no system prompt."""
+    return [m for m in task.messages if m["role"] != "system"]
 
 
 def copy_chat(ask: str, text: str) -> list[dict]:
@@ -51,7 +58,16 @@ def random_copy_chats(tok, n: int, seed: int, span: tuple[int, int] = (4, 40)) -
     return chats
 
 
-def warmup_conversations(tasks: list[Task], repeat_fraction: float, seed: int) -> list[list[dict]]:
-    """One first-action conversation per task; a `repeat_fraction` share become repeats instead."""
+def warmup_conversations(tasks: list[Task], repeat_fraction: float, seed: int,
+                         whole_fraction: float = 0.0) -> list[list[dict]]:
+    """One first-action conversation per task; a `repeat_fraction` share become repeats instead,
+    and a `whole_fraction` share the whole task without its system prompt."""
     rng = random.Random(seed)
-    return [repeat_chat(t, rng) if rng.random() < repeat_fraction else first_action(t) for t in tasks]
+    chats = []
+    for t in tasks:
+        r = rng.random()
+        if r < repeat_fraction:
+            chats.append(repeat_chat(t, rng))
+        else:
+            chats.append(without_system(t) if r < repeat_fraction + whole_fraction else first_action(t))
+    return chats
