@@ -49,10 +49,10 @@ class Budget:
     sft_warmup_tasks: int = 90000
     sft_warmup_steps: int = 0  # 0 = none: on the drilled base it costs 15 min and lowers held-out scores
     sft_tasks: int = 16000
-    sft_short_fraction: float = 1.5  # extra short first actions in phase 2, per whole task
+    sft_short_fraction: float = 1.5  # short chats in phase 2 (first actions, repeats, whole tasks) per agent task
     sft_text_fraction: float = 0.1
     sft_repeat_fraction: float = 0.3  # share of those short chats that are "repeat exactly" copies
-    sft_whole_fraction: float = 0.5  # share of them that are whole tasks without the system prompt (1.0 / 0: same mean)
+    sft_whole_fraction: float = 0.5  # share of them that are whole tasks without the system prompt (0: same mean)
     sft_random_copies: float = 0.3  # "repeat exactly" chats over random tokens, per SFT task
     sft_steps: int = 600  # fewer steps also erode the copy circuit less (probe after SFT 65% against 50%)
     sft_mix: dict[str, float] | None = None  # task family weights for SFT (None: the generator's)

@@ -9,7 +9,7 @@ arguments it writes always parse:
 
 - text: `\\n`, then anything;
 - `python`: `python\\n`, then code that is lexically Python: brackets balanced, strings and
-  comments closed, no number run into a name (`211light`), non-ASCII only inside strings and
+  comments closed, no name run into a number (`211light`), non-ASCII only inside strings and
   comments (measured: most of the nano model's broken code was a stray `)` or a copied `变为`);
 - `cogview`: `cogview\\n`, then any non-empty prompt;
 - `simple_browser`: one `search("q"[, recency_days=N])`, `mclick([i, ...])` or `open_url("u")`;
