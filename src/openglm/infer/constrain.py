@@ -63,6 +63,7 @@ _PYTHON = "\n".join([
     f"PY_CHUNK: /({_PY_WORD}?{_PY_SEP})+{_PY_WORD}?|{_PY_WORD}/",
     f"PY_STRING: /{'|'.join(_PY_STRINGS)}/",
     "PY_COMMENT: /#[^\\n]*/"])
+_BUILTIN_GRAMMARS = {"python": ("python_code", _PYTHON), "simple_browser": ("browser_call", _BROWSER)}
 
 
 def strict_schema(parameters) -> dict:
@@ -89,16 +90,13 @@ def reply_grammar(tools: Sequence[dict], tok=None) -> str:
     for k, spec in enumerate(tools):
         name = tool_name(spec)
         rule, head = f"tool{k}", f"tool{k}: {_literal(name + chr(10))}"
-        if name == "python":
-            rules.append(f"{head} python_code")
-            if _PYTHON not in rules:
-                rules.append(_PYTHON)
+        if name in _BUILTIN_GRAMMARS:  # a start rule and the grammar it needs, once however many use it
+            start, grammar = _BUILTIN_GRAMMARS[name]
+            rules.append(f"{head} {start}")
+            if grammar not in rules:
+                rules.append(grammar)
         elif name in FREE_TEXT_TOOLS:  # an image prompt: any non-empty text
             rules.append(f"{head} /(?s:.+)/")
-        elif name == "simple_browser":
-            rules.append(f"{head} browser_call")
-            if _BROWSER not in rules:
-                rules.append(_BROWSER)
         else:
             schema = json.dumps(strict_schema(spec.get("function", {}).get("parameters")), ensure_ascii=False)
             if tok is not None and not _schema_compiles(tok, name, schema):

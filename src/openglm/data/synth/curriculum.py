@@ -23,15 +23,15 @@ REPEAT = {"en": ["{q}", "Repeat exactly: {q}", "Say this back to me word for wor
           "zh": ["{q}", "请原样重复：{q}", "把这句话一字不差地复述一遍：{q}"]}
 
 
+def without_system(task: Task, turns: int | None = None) -> list[dict]:
+    """The task's first `turns` messages (all: every action, observation and the final answer),
+    with no system prompt."""
+    return [m for m in task.messages[:turns] if m["role"] != "system"]
+
+
 def first_action(task: Task) -> list[dict]:
     """The task's user message and first assistant turn, with no system prompt."""
-    k = len(task.prompt)
-    return [m for m in task.messages[: k + 1] if m["role"] != "system"]
-
-
-def without_system(task: Task) -> list[dict]:
-    """The whole task (every action, observation and the final answer) with no system prompt."""
-    return [m for m in task.messages if m["role"] != "system"]
+    return without_system(task, len(task.prompt) + 1)
 
 
 def copy_chat(ask: str, text: str) -> list[dict]:
@@ -68,6 +68,8 @@ def warmup_conversations(tasks: list[Task], repeat_fraction: float, seed: int,
         r = rng.random()
         if r < repeat_fraction:
             chats.append(repeat_chat(t, rng))
+        elif r < repeat_fraction + whole_fraction:
+            chats.append(without_system(t))
         else:
-            chats.append(without_system(t) if r < repeat_fraction + whole_fraction else first_action(t))
+            chats.append(first_action(t))
     return chats
