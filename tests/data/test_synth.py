@@ -92,6 +92,27 @@ def test_arithmetic_operands_are_split_by_rule():
         assert all((n % 7 == 3) == want for n in operands)
 
 
+def test_operator_twins_swap_the_operator_word_and_keep_clear_of_heldout_phrasings():
+    import difflib
+
+    from openglm.data.synth.tasks import ARITH, OPERATOR_TWINS
+
+    assert "请计算{a}与{b}的差。" in OPERATOR_TWINS["sub"]["zh"]  # from the add template "请计算{a}与{b}的和。"
+    assert "Calculate {a} divided by {b}. Round to 2 decimals." in OPERATOR_TWINS["div"]["en"]
+    heldout = [templates[lang][-1] for templates, _, _ in ARITH.values() for lang in ("en", "zh")]
+    for op, by_lang in OPERATOR_TWINS.items():
+        for lang, twins in by_lang.items():
+            assert len(twins) >= 5 and set(twins) <= set(ARITH[op][0][lang][:-1])  # training templates only
+            assert all(difflib.SequenceMatcher(None, t, h).ratio() < 0.85 for t in twins for h in heldout)
+    # "减掉…还剩" belongs to subtraction alone: no "加掉…还剩" twin
+    assert not any("掉" in t for twins in OPERATOR_TWINS.values() for t in twins["zh"])
+    # every Chinese training template names only its own operation's words: twins swapped them all
+    words = {"add": "加|的和|之和|\\+", "sub": "减|差|-", "mul": "乘|积|×", "div": "除|商|÷"}
+    for op in words:
+        for template in ARITH[op][0]["zh"][:-1]:
+            assert {o for o, pattern in words.items() if re.search(pattern, template)} <= {op}, template
+
+
 def test_observations_are_what_the_tools_return_and_answers_quote_them():
     for t in TRAIN[:300]:
         if not t.calls:
@@ -164,6 +185,9 @@ def test_preference_pairs_contrast_a_correct_and_a_wrong_step():
             assert rejected["metadata"] != chosen["metadata"] or set(args) != set(required)
         if p["kind"] == "answer":
             assert chosen["metadata"] == rejected["metadata"] == ""
+    swapped = [p for p in pairs if p["kind"] == "action" and p["chosen"]["metadata"] == "python"
+               and re.sub(r" [-+*/] ", " ? ", p["chosen"]["content"]) == re.sub(r" [-+*/] ", " ? ", p["rejected"]["content"])]
+    assert len(swapped) >= 5  # the wrong operator on the same numbers
 
 
 def test_warmup_conversations_are_short_first_actions_and_repeats():

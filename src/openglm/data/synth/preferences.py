@@ -4,7 +4,8 @@ Two decision points per task, each with a rule-made negative (Self-Contrast's mo
 negatives are added by the speedrun, which has a model to sample from):
 
 - the first action: the right tool with the right arguments vs a wrong tool, arguments that
-  break the schema or copy the wrong numbers, or an answer made up without any tool;
+  break the schema or copy the wrong numbers, the wrong arithmetic operator, or an answer made
+  up without any tool;
 - the final answer: quoting the observation vs a wrong number.
 """
 
@@ -27,8 +28,17 @@ def _perturb_number(rng: random.Random, text: str) -> str:
     return text[:i] + new + text[i + 1:]
 
 
+# The operation's symbol in a task's python call; a negative with another symbol teaches that the
+# question's operator word picks it (the nano model's commonest arithmetic miss, session 22).
+OPERATOR_SYMBOLS = {"arith-add": " + ", "arith-sub": " - ", "arith-mul": " * ", "arith-div": " / "}
+
+
 def _wrong_action(rng: random.Random, task: Task, action: dict) -> dict:
-    kind = rng.choice(["wrong_tool", "bad_arguments", "made_up"])
+    kind = rng.choice(["wrong_tool", "bad_arguments", "made_up"] + ["wrong_operator"] * (task.kind in OPERATOR_SYMBOLS))
+    if kind == "wrong_operator":
+        symbol = OPERATOR_SYMBOLS[task.kind]
+        other = rng.choice([s for s in OPERATOR_SYMBOLS.values() if s != symbol])
+        return {**action, "content": action["content"].replace(symbol, other, 1)}
     tools = [t for t in task.messages[0].get("tools", [])] if task.messages[0]["role"] == "system" else []
     if kind == "wrong_tool":
         names = [t["function"]["name"] if t["type"] == "function" else t["type"] for t in tools]

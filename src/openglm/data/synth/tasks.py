@@ -9,6 +9,7 @@ really returns, and the final answer that quotes it.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import json
 import random
@@ -186,6 +187,53 @@ ARITH = {
              lambda r, s: (number(r, 100000, 900000, s), number(r, 910000, 2000000, s)),
              "round((({b} / {a}) ** (1 / 10) - 1) * 100, 2)"),
 }
+# Counterfactual twins: a training template of one operation with its operator word swapped for
+# another operation's ("求{a}与{b}的和。" -> "求{a}与{b}的差。"), so the operation is read from the
+# operator word and not from the sentence frame. Traces of the session-21 nano model: held-out
+# "{a}与{b}的差是多少？" was called with "+" in 10 of 11 tasks, the frame of the add template
+# "{a}与{b}之和是多少？". Each slot holds the same word for add, sub, mul and div; the first slot
+# found in a template is swapped. Twins go in with the training templates; one that nearly
+# equals a held-out template (difflib ratio >= 0.85: "{a}与{b}之差是多少？") is left out, so the
+# held-out phrasings stay new.
+OPERATOR_WORDS = {
+    "en": [("the sum {a} + {b}", "the difference {a} - {b}", "the product {a} x {b}", "the quotient {a} / {b}"),
+           ("plus", "minus", "multiplied by", "divided by"), ("plus", "minus", "times", "divided by"),
+           ("the sum of {a} and {b}", "the difference between {a} and {b}", "the product of {a} and {b}",
+            "the quotient of {a} and {b}"),
+           (" + ", " - ", " x ", " / ")],
+    "zh": [("加上", "减去", "乘以", "除以"), ("之和", "之差", "之积", "之商"), ("的和", "的差", "的乘积", "的商"),
+           ("的和", "的差", "的积", "的商"), ("相加", "相减", "相乘", "相除"), ("加", "减", "乘", "除以"),
+           ("+", "-", "×", "÷")],
+}
+# Words that tie a sentence to one operation ("{a}减掉{b}还剩多少？"): such templates get no twin.
+ONE_OPERATION_FRAMES = {"en": ("together", "total", " from ", "left", "remains"),
+                        "zh": ("还剩", "总和", "起来", "从", "乘上", "掉")}
+TWIN_OPS = ("add", "sub", "mul", "div")
+ROUNDING = {"en": " Round to 2 decimals.", "zh": "保留两位小数。"}
+
+
+def _operator_twins(op: str, lang: str) -> list[str]:
+    heldout = [ARITH[o][0][lang][-1] for o in ARITH]
+    twins = []
+    for i, src in enumerate(TWIN_OPS[:3]):  # div templates carry a rounding phrase the others lack
+        for template in ARITH[src][0][lang][:-1]:
+            slot = next((s for s in OPERATOR_WORDS[lang] if s[i] in template), None)
+            if src == op or slot is None or any(w in template for w in ONE_OPERATION_FRAMES[lang]):
+                continue
+            twin = template.replace(slot[i], slot[TWIN_OPS.index(op)], 1)
+            if any(s[i] in twin for s in OPERATOR_WORDS[lang]):
+                continue  # a second word of the source operation is left ("相乘的积")
+            twin += ROUNDING[lang] if op == "div" else ""
+            near = max(difflib.SequenceMatcher(None, twin, h).ratio() for h in heldout)
+            if near < 0.85 and twin not in ARITH[op][0][lang] and twin not in twins:
+                twins.append(twin)
+    return twins
+
+
+OPERATOR_TWINS = {op: {lang: _operator_twins(op, lang) for lang in ("en", "zh")} for op in TWIN_OPS}
+for _op, _twins in OPERATOR_TWINS.items():
+    for _lang, _templates in ARITH[_op][0].items():
+        _templates[-1:-1] = _twins[_lang]  # before the held-out template, which stays last
 ARITH_ANSWER = {"en": "The result is {r}.", "zh": "计算结果是{r}。"}
 CAGR_ANSWER = {"en": "The compound annual growth rate is {r}%.", "zh": "复合年均增长率约为{r}%。"}
 
