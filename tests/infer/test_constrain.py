@@ -38,6 +38,7 @@ def accepts(tok, tools, text: str) -> bool:
 @pytest.mark.parametrize("text", [
     "\nHello, 你好!",
     "python\nprint(round(1.5 ** 3, 2))",
+    "python\nprint([1 if x else 2 for x in (0, 1)], 3 not in {4}, 5 .real)",
     'simple_browser\nsearch("Lagos population 2020")',
     'simple_browser\nsearch("雨", recency_days=7)',
     "simple_browser\nmclick([0, 3])",
@@ -68,6 +69,8 @@ def test_well_formed_replies_are_allowed(tok, text):
     ("python\nprint('abc)", "a string left open"),
     ("python\nprint(224262变为1)", "non-ASCII outside strings (copied question text)"),
     ("python\nx = 211light", "a name run into a number"),
+    ("python\nprint(54435 * 122. I need it)", "a name after a number and a space (the question run on)"),
+    ("python\nprint(1 2)", "two numbers side by side"),
 ])
 def test_malformed_replies_are_refused(tok, text, why):
     assert not accepts(tok, TOOLS, text), why

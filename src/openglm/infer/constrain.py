@@ -50,17 +50,24 @@ INT: /-?[0-9]+/
 '''
 # Python's lexical shape, not its syntax: enough to refuse what can never run, loose enough for any
 # program with ASCII names. A chunk of names, numbers and operators never puts a name right after a
-# number (so two chunks never touch); brackets nest; strings and comments close (a string's prefix
-# letters end the chunk before it).
-_PY_WORD = r"([A-Za-z_][A-Za-z0-9_]*|[0-9][0-9_]*(\.[0-9_]*)?([eE][+-]?[0-9_]+)?[jJ]?|0[xXoObB][0-9a-fA-F_]+)"
-_PY_SEP = r"[ \t\n\\!$%&*+,\-.\/:;<=>?@^|~`]"
+# number (so two chunks never touch), nor after a number and spaces unless it is a keyword
+# (`1 if x else 2`; the nano model ran "Compute 54435 * 122." on as `print(54435 * 122. I need it`);
+# brackets nest; strings and comments close (a string's prefix letters end the chunk before it).
+_PY_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_PY_NUM = r"([0-9][0-9_]*(\.[0-9_]*)?([eE][+-]?[0-9_]+)?[jJ]?|0[xXoObB][0-9a-fA-F_]+)"
+_PY_MARK = r"\n\\!$%&*+,\-\/:;<=>?@^|~`"  # separators but space, tab and "."
+_PY_SEP = rf"[ \t.{_PY_MARK}]"
+_PY_AFTER_NUM = rf"([{_PY_MARK}]|[ \t]+[.{_PY_MARK}])"  # a "." right after a number is the number's
+_PY_WORD = rf"({_PY_NAME}|{_PY_NUM}([ \t]+(and|as|async|else|for|from|if|in|is|not|or))+)"  # ends as a name would
+_PY_STEP = rf"({_PY_WORD}{_PY_SEP}+|{_PY_NUM}{_PY_AFTER_NUM}{_PY_SEP}*)"
+_PY_END = rf"({_PY_WORD}|{_PY_NUM}[ \t]*)"
 _PY_STRINGS = [q * 3 + rf"({q}{{0,2}}([^{q}\\]|\\(.|\n)))*" + q * 3 for q in "\"'"]
 _PY_STRINGS += [q + rf"([^{q}\\\n]|\\(.|\n))*" + q for q in "\"'"]
 _PYTHON = "\n".join([
     "python_code: PY_CHUNK (py_group PY_CHUNK?)* | (py_group PY_CHUNK?)+",
     "py_inner: PY_CHUNK? (py_group PY_CHUNK?)*",
     'py_group: PY_STRING | PY_COMMENT | "(" py_inner ")" | "[" py_inner "]" | "{" py_inner "}"',
-    f"PY_CHUNK: /({_PY_WORD}?{_PY_SEP})+{_PY_WORD}?|{_PY_WORD}/",
+    f"PY_CHUNK: /{_PY_SEP}+{_PY_STEP}*{_PY_END}?|{_PY_STEP}+{_PY_END}?|{_PY_END}/",
     f"PY_STRING: /{'|'.join(_PY_STRINGS)}/",
     "PY_COMMENT: /#[^\\n]*/"])
 _BUILTIN_GRAMMARS = {"python": ("python_code", _PYTHON), "simple_browser": ("browser_call", _BROWSER)}
