@@ -188,13 +188,13 @@ ARITH = {
              "round((({b} / {a}) ** (1 / 10) - 1) * 100, 2)"),
 }
 # Counterfactual twins: a training template of one operation with its operator word swapped for
-# another operation's ("求{a}与{b}的和。" -> "求{a}与{b}的差。"), so the operation is read from the
+# another operation's ("请计算{a}与{b}的和。" -> "请计算{a}与{b}的差。"), so the operation is read from the
 # operator word and not from the sentence frame. Traces of the session-21 nano model: held-out
-# "{a}与{b}的差是多少？" was called with "+" in 10 of 11 tasks, the frame of the add template
-# "{a}与{b}之和是多少？". Each slot holds the same word for add, sub, mul and div; the first slot
-# found in a template is swapped. Twins go in with the training templates; one that nearly
-# equals a held-out template (difflib ratio >= 0.85: "{a}与{b}之差是多少？") is left out, so the
-# held-out phrasings stay new.
+# "{a}与{b}的差是多少？" was missed 11 times on three sets, 9 of them called with "+", the operation
+# of the add template "{a}与{b}之和是多少？" that has the same frame. Each slot holds the same word
+# for add, sub, mul and div; the first slot found in a template is swapped. Twins go in with the
+# training templates; one that nearly equals a held-out template (difflib ratio >= 0.85, as
+# "{a}与{b}之差是多少？") is left out, so the held-out phrasings stay new.
 OPERATOR_WORDS = {
     "en": [("the sum {a} + {b}", "the difference {a} - {b}", "the product {a} x {b}", "the quotient {a} / {b}"),
            ("plus", "minus", "multiplied by", "divided by"), ("plus", "minus", "times", "divided by"),
