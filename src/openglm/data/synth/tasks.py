@@ -215,10 +215,11 @@ ROUNDING = {"en": " Round to 2 decimals.", "zh": "保留两位小数。"}
 def _operator_twins(op: str, lang: str) -> list[str]:
     heldout = [ARITH[o][0][lang][-1] for o in ARITH]
     twins = []
-    for i, src in enumerate(TWIN_OPS[:3]):  # div templates carry a rounding phrase the others lack
+    sources = [(i, src) for i, src in enumerate(TWIN_OPS[:3]) if src != op]  # div's carry a rounding phrase
+    for i, src in sources:
         for template in ARITH[src][0][lang][:-1]:
             slot = next((s for s in OPERATOR_WORDS[lang] if s[i] in template), None)
-            if src == op or slot is None or any(w in template for w in ONE_OPERATION_FRAMES[lang]):
+            if slot is None or any(w in template for w in ONE_OPERATION_FRAMES[lang]):
                 continue
             twin = template.replace(slot[i], slot[TWIN_OPS.index(op)], 1)
             if any(s[i] in twin for s in OPERATOR_WORDS[lang]):
