@@ -185,6 +185,7 @@ def test_preference_pairs_contrast_a_correct_and_a_wrong_step():
             assert rejected["metadata"] != chosen["metadata"] or set(args) != set(required)
         if p["kind"] == "answer":
             assert chosen["metadata"] == rejected["metadata"] == ""
+
     def blank(message):
         return re.sub(r" [-+*/] ", " ? ", message["content"])
 

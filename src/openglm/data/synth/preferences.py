@@ -15,7 +15,7 @@ import json
 import random
 
 from . import world
-from .tasks import Task
+from .tasks import OPERATOR_SYMBOLS, Task
 
 
 def _perturb_number(rng: random.Random, text: str) -> str:
@@ -28,15 +28,12 @@ def _perturb_number(rng: random.Random, text: str) -> str:
     return text[:i] + new + text[i + 1:]
 
 
-# The operation's symbol in a task's python call; a negative with another symbol teaches that the
-# question's operator word picks it (the nano model's commonest arithmetic miss, session 22).
-OPERATOR_SYMBOLS = {"arith-add": " + ", "arith-sub": " - ", "arith-mul": " * ", "arith-div": " / "}
-
-
 def _wrong_action(rng: random.Random, task: Task, action: dict) -> dict:
-    kind = rng.choice(["wrong_tool", "bad_arguments", "made_up"] + ["wrong_operator"] * (task.kind in OPERATOR_SYMBOLS))
+    # Another operator on the same numbers teaches that the question's operator word picks it
+    # (the nano model's commonest arithmetic miss, session 22).
+    symbol = OPERATOR_SYMBOLS.get(task.kind.removeprefix("arith-")) if task.kind.startswith("arith-") else None
+    kind = rng.choice(["wrong_tool", "bad_arguments", "made_up"] + (["wrong_operator"] if symbol else []))
     if kind == "wrong_operator":
-        symbol = OPERATOR_SYMBOLS[task.kind]
         other = rng.choice([s for s in OPERATOR_SYMBOLS.values() if s != symbol])
         return {**action, "content": action["content"].replace(symbol, other, 1)}
     tools = [t for t in task.messages[0].get("tools", [])] if task.messages[0]["role"] == "system" else []

@@ -208,7 +208,9 @@ OPERATOR_WORDS = {
 # Words that tie a sentence to one operation ("{a}减掉{b}还剩多少？"): such templates get no twin.
 ONE_OPERATION_FRAMES = {"en": ("together", "total", " from ", "left", "remains"),
                         "zh": ("还剩", "总和", "起来", "从", "乘上", "掉")}
-TWIN_OPS = ("add", "sub", "mul", "div")
+# The operations twins swap between, with the symbol their python call uses (DPO swaps that too).
+OPERATOR_SYMBOLS = {"add": " + ", "sub": " - ", "mul": " * ", "div": " / "}
+TWIN_OPS = tuple(OPERATOR_SYMBOLS)
 ROUNDING = {"en": " Round to 2 decimals.", "zh": "保留两位小数。"}
 
 
@@ -231,10 +233,16 @@ def _operator_twins(op: str, lang: str) -> list[str]:
     return twins
 
 
-OPERATOR_TWINS = {op: {lang: _operator_twins(op, lang) for lang in ("en", "zh")} for op in TWIN_OPS}
-for _op, _twins in OPERATOR_TWINS.items():
-    for _lang, _templates in ARITH[_op][0].items():
-        _templates[-1:-1] = _twins[_lang]  # before the held-out template, which stays last
+def _fold_in_twins() -> dict[str, dict[str, list[str]]]:
+    """All twins, made from the hand-written templates first, then added to ARITH's training ones."""
+    twins = {op: {lang: _operator_twins(op, lang) for lang in ("en", "zh")} for op in TWIN_OPS}
+    for op, by_lang in twins.items():
+        for lang, found in by_lang.items():
+            ARITH[op][0][lang][-1:-1] = found  # before the held-out template, which stays last
+    return twins
+
+
+OPERATOR_TWINS = _fold_in_twins()
 ARITH_ANSWER = {"en": "The result is {r}.", "zh": "计算结果是{r}。"}
 CAGR_ANSWER = {"en": "The compound annual growth rate is {r}%.", "zh": "复合年均增长率约为{r}%。"}
 
