@@ -95,22 +95,38 @@ def test_arithmetic_operands_are_split_by_rule():
 def test_operator_twins_swap_the_operator_word_and_keep_clear_of_heldout_phrasings():
     import difflib
 
-    from openglm.data.synth.tasks import ARITH, OPERATOR_TWINS
+    from openglm.data.synth.tasks import ARITH, OPERATOR_TWINS, TEMPLATES_WITH_TWINS
 
     assert "请计算{a}与{b}的差。" in OPERATOR_TWINS["sub"]["zh"]  # from the add template "请计算{a}与{b}的和。"
     assert "Calculate {a} divided by {b}. Round to 2 decimals." in OPERATOR_TWINS["div"]["en"]
     heldout = [templates[lang][-1] for templates, _, _ in ARITH.values() for lang in ("en", "zh")]
     for op, by_lang in OPERATOR_TWINS.items():
         for lang, twins in by_lang.items():
-            assert len(twins) >= 5 and set(twins) <= set(ARITH[op][0][lang][:-1])  # training templates only
+            assert len(twins) >= 5 and set(twins) <= set(TEMPLATES_WITH_TWINS[op][lang][:-1])  # training ones only
             assert all(difflib.SequenceMatcher(None, t, h).ratio() < 0.85 for t in twins for h in heldout)
     # "减掉…还剩" belongs to subtraction alone: no "加掉…还剩" twin
     assert not any("掉" in t for twins in OPERATOR_TWINS.values() for t in twins["zh"])
     # every Chinese training template names only its own operation's words: twins swapped them all
     words = {"add": "加|的和|之和|\\+", "sub": "减|差|-", "mul": "乘|积|×", "div": "除|商|÷"}
     for op in words:
-        for template in ARITH[op][0]["zh"][:-1]:
+        for template in TEMPLATES_WITH_TWINS[op]["zh"][:-1]:
             assert {o for o, pattern in words.items() if re.search(pattern, template)} <= {op}, template
+
+
+def test_without_twins_training_questions_come_from_the_hand_written_templates_and_heldout_is_unchanged():
+    from openglm.data.synth.tasks import OPERATOR_TWINS
+
+    patterns = [re.compile(re.escape(t).replace(re.escape("{a}"), r"[\d.]+").replace(re.escape("{b}"), r"[\d.]+"))
+                for by_lang in OPERATOR_TWINS.values() for ts in by_lang.values() for t in ts]
+
+    def twin_questions(tasks):
+        questions = [t.prompt[-1]["content"] for t in tasks if t.kind.startswith("arith")]
+        return sum(any(p.search(q) for p in patterns) for q in questions)
+
+    assert twin_questions(generate_tasks(600, seed=5, twins=False)) == 0
+    assert twin_questions(generate_tasks(600, seed=5)) >= 40  # 68 of 199
+    heldout = [t.to_json() for t in generate_tasks(200, seed=5, split="heldout")]
+    assert heldout == [t.to_json() for t in generate_tasks(200, seed=5, split="heldout", twins=False)]
 
 
 def test_observations_are_what_the_tools_return_and_answers_quote_them():

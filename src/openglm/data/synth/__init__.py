@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+from functools import partial
 
 from . import world
 from .curriculum import random_copy_chats, warmup_conversations
@@ -21,8 +22,11 @@ DEFAULT_MIX = {"arithmetic": 0.3, "function": 0.25, "browser": 0.2, "two_step": 
 
 
 def generate_tasks(n: int, seed: int = 0, split: str = "train", mix: dict[str, float] | None = None,
-                   langs: tuple[str, ...] = ("en", "zh")) -> list[Task]:
-    """n tasks; task i depends only on (seed, split, i), so any prefix is reproducible."""
+                   langs: tuple[str, ...] = ("en", "zh"), twins: bool = True) -> list[Task]:
+    """n tasks; task i depends only on (seed, split, i), so any prefix is reproducible.
+
+    `twins=False` leaves the arithmetic operator twins out of the training templates (held-out
+    tasks are the same either way)."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     mix = mix or DEFAULT_MIX
@@ -30,11 +34,12 @@ def generate_tasks(n: int, seed: int = 0, split: str = "train", mix: dict[str, f
     if unknown:
         raise ValueError(f"unknown task families {sorted(unknown)}; known: {sorted(FAMILIES)}")
     names, weights = zip(*mix.items())
+    families = FAMILIES if twins else {**FAMILIES, "arithmetic": partial(arithmetic, twins=False)}
     out = []
     for i in range(n):
         rng = random.Random(f"{seed}/{split}/{i}")
         family = rng.choices(names, weights)[0]
-        out.append(FAMILIES[family](rng, split, rng.choice(langs)))
+        out.append(families[family](rng, split, rng.choice(langs)))
     return out
 
 

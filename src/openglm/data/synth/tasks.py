@@ -233,23 +233,23 @@ def _operator_twins(op: str, lang: str) -> list[str]:
     return twins
 
 
-def _fold_in_twins() -> dict[str, dict[str, list[str]]]:
-    """All twins, made from the hand-written templates first, then added to ARITH's training ones."""
+def _templates_with_twins() -> tuple[dict, dict]:
+    """The twins (made from the hand-written templates only) and each operation's templates with them."""
     twins = {op: {lang: _operator_twins(op, lang) for lang in ("en", "zh")} for op in TWIN_OPS}
-    for op, by_lang in twins.items():
-        for lang, found in by_lang.items():
-            ARITH[op][0][lang][-1:-1] = found  # before the held-out template, which stays last
-    return twins
+    templates = {op: {lang: written[:-1] + twins.get(op, {}).get(lang, []) + written[-1:]  # held-out stays last
+                      for lang, written in ARITH[op][0].items()} for op in ARITH}
+    return twins, templates
 
 
-OPERATOR_TWINS = _fold_in_twins()
+OPERATOR_TWINS, TEMPLATES_WITH_TWINS = _templates_with_twins()
 ARITH_ANSWER = {"en": "The result is {r}.", "zh": "计算结果是{r}。"}
 CAGR_ANSWER = {"en": "The compound annual growth rate is {r}%.", "zh": "复合年均增长率约为{r}%。"}
 
 
-def arithmetic(rng: random.Random, split: str, lang: str) -> Task:
+def arithmetic(rng: random.Random, split: str, lang: str, twins: bool = True) -> Task:
     op = rng.choice(list(ARITH))
-    templates, operands, expr = ARITH[op]
+    written, operands, expr = ARITH[op]
+    templates = TEMPLATES_WITH_TWINS[op] if twins else written
     a, b = operands(rng, split)
     code = f"print({expr.format(a=a, b=b)})"
     result = run_python(code)
