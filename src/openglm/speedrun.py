@@ -35,7 +35,7 @@ EMBEDDED_DIR = Path(__file__).resolve().parent / "assets" / "nano_agent"
 
 @dataclass
 class Budget:
-    """Sizes of each stage; `nano` took 51-55 minutes on 2 AVX2 cores in fp32 (sessions 20-22)."""
+    """Sizes of each stage; `nano` took 51-55 minutes on 2 AVX2 cores in fp32 (sessions 20-23)."""
 
     vocab_size: int = 8192
     pretrain_steps: int = 600  # 1,100 (and SFT 1,300) scored the same held-out answers in 100 minutes on AVX2
@@ -125,7 +125,7 @@ class Speedrun:
         console.print(f"training on {device.type} in {precision}")
         if device.type == "cpu" and precision == "fp32":
             console.print("[yellow]this CPU has no native bf16 math (no AVX-512): training runs in fp32; "
-                          "a nano run took 51-55 minutes on 2 AVX2 cores (Zen 3, sessions 20-22)[/yellow]")
+                          "a nano run took 51-55 minutes on 2 AVX2 cores (Zen 3, sessions 20-23)[/yellow]")
 
     def _stage(self, name: str, fn) -> None:
         d = self.stage_dir(name)
