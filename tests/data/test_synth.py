@@ -95,7 +95,9 @@ def test_arithmetic_operands_are_split_by_rule():
 def test_operator_twins_swap_the_operator_word_and_keep_clear_of_heldout_phrasings():
     import difflib
 
-    from openglm.data.synth.tasks import ARITH, OPERATOR_TWINS, TEMPLATES_WITH_TWINS
+    from openglm.data.synth.tasks import ARITH, operator_twins
+
+    OPERATOR_TWINS, TEMPLATES_WITH_TWINS = operator_twins()
 
     assert "请计算{a}与{b}的差。" in OPERATOR_TWINS["sub"]["zh"]  # from the add template "请计算{a}与{b}的和。"
     assert "Calculate {a} divided by {b}. Round to 2 decimals." in OPERATOR_TWINS["div"]["en"]
@@ -114,10 +116,10 @@ def test_operator_twins_swap_the_operator_word_and_keep_clear_of_heldout_phrasin
 
 
 def test_without_twins_training_questions_come_from_the_hand_written_templates_and_heldout_is_unchanged():
-    from openglm.data.synth.tasks import OPERATOR_TWINS
+    from openglm.data.synth.tasks import operator_twins
 
     patterns = [re.compile(re.escape(t).replace(re.escape("{a}"), r"[\d.]+").replace(re.escape("{b}"), r"[\d.]+"))
-                for by_lang in OPERATOR_TWINS.values() for ts in by_lang.values() for t in ts]
+                for by_lang in operator_twins()[0].values() for ts in by_lang.values() for t in ts]
 
     def twin_questions(tasks):
         questions = [t.prompt[-1]["content"] for t in tasks if t.kind.startswith("arith")]

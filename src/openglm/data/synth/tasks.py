@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import io
 import json
 import random
@@ -233,15 +234,15 @@ def _operator_twins(op: str, lang: str) -> list[str]:
     return twins
 
 
-def _templates_with_twins() -> tuple[dict, dict]:
-    """The twins (made from the hand-written templates only) and each operation's templates with them."""
+@functools.cache
+def operator_twins() -> tuple[dict, dict]:
+    """(twins, templates): each operation's twins per language, made from the hand-written templates
+    only, and its training templates with them. Built on first use, not at import (~80 ms of difflib)."""
     twins = {op: {lang: _operator_twins(op, lang) for lang in ("en", "zh")} for op in TWIN_OPS}
     templates = {op: {lang: written[:-1] + twins.get(op, {}).get(lang, []) + written[-1:]  # held-out stays last
                       for lang, written in ARITH[op][0].items()} for op in ARITH}
     return twins, templates
 
-
-OPERATOR_TWINS, TEMPLATES_WITH_TWINS = _templates_with_twins()
 ARITH_ANSWER = {"en": "The result is {r}.", "zh": "计算结果是{r}。"}
 CAGR_ANSWER = {"en": "The compound annual growth rate is {r}%.", "zh": "复合年均增长率约为{r}%。"}
 
@@ -249,7 +250,7 @@ CAGR_ANSWER = {"en": "The compound annual growth rate is {r}%.", "zh": "复合�
 def arithmetic(rng: random.Random, split: str, lang: str, twins: bool = True) -> Task:
     op = rng.choice(list(ARITH))
     written, operands, expr = ARITH[op]
-    templates = TEMPLATES_WITH_TWINS[op] if twins else written
+    templates = operator_twins()[1][op] if twins else written
     a, b = operands(rng, split)
     code = f"print({expr.format(a=a, b=b)})"
     result = run_python(code)
