@@ -65,6 +65,8 @@ def agent(
     python_timeout: Annotated[float, typer.Option(help="seconds per python execution")] = 60.0,
     multiple_calls: Annotated[bool, typer.Option(help="run every call of a turn (an extension)")] = False,
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.0,
+    compiled: Annotated[bool, typer.Option("--compile", help="local model: decode through a compiled step "
+                                          "(faster tokens after a compile of ~1 min)")] = False,
     system: Annotated[str | None, typer.Option(help="system prompt for a new session")] = None,
     json_events: Annotated[bool, typer.Option("--json", help="print events as JSON lines")] = False,
     no_sandbox: Annotated[bool, typer.Option("--unsafe-no-sandbox", help="run python WITHOUT the jail")] = False,
@@ -90,7 +92,7 @@ def agent(
         toolset = _builtin_tools(chosen, files, docs, searxng, allow or [], images_endpoint, images_model, diffusers,
                                  python_timeout, no_sandbox, closers)
         toolset += _user_tools(functions or [], mcp or [], files / "outputs", closers)
-        backend = _backend(model, preset, endpoint, api_key, served_model, temperature)
+        backend = _backend(model, preset, endpoint, api_key, served_model, temperature, compiled)
         limits = Limits(max_steps=max_steps, max_turn_tokens=max_new_tokens)
         confirm = (lambda call: True) if yes else _ask
         runner = Agent(backend, toolset, limits=limits, system_prompt=system, multiple_calls=multiple_calls,
@@ -172,14 +174,14 @@ def _user_tools(functions, servers, outputs: Path, closers) -> list:
     return out
 
 
-def _backend(model, preset, endpoint, api_key, served_model, temperature):
+def _backend(model, preset, endpoint, api_key, served_model, temperature, compiled):
     from .backends import LocalBackend, OpenAIBackend
 
     if endpoint:
         return OpenAIBackend(endpoint, api_key, served_model, temperature=temperature)
     from openglm.cli import load_for_inference
 
-    m, tok = load_for_inference(model, preset)
+    m, tok = load_for_inference(model, preset, compiled=compiled)
     return LocalBackend(m, tok, temperature=temperature)
 
 

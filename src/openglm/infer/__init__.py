@@ -1,6 +1,8 @@
-"""Inference: sampling and KV-cached generation."""
+"""Inference: sampling, KV-cached generation, and compiled decoding steps."""
 
+from .compiled import compile_decoding
 from .generate import Completion, ContextLengthError, complete, generate, generate_ids
 from .sampling import Sampling
 
-__all__ = ["Completion", "ContextLengthError", "Sampling", "complete", "generate", "generate_ids"]
+__all__ = ["Completion", "ContextLengthError", "Sampling", "compile_decoding", "complete", "generate",
+           "generate_ids"]

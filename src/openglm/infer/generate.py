@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .compiled import compiled_decoder
 from .sampling import Sampling, choose, penalize_repeats
 
 GREEDY = Sampling()
@@ -94,7 +95,8 @@ def generate_ids(
         seen.scatter_(1, ids, mask[:, :T].bool())
     stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    cache = model.new_cache(B, T + budget)
+    decoder = compiled_decoder(model)
+    cache = decoder.new_cache(B, T + budget) if decoder else model.new_cache(B, T + budget)
     logits = model(ids, attention_mask=mask[:, :T] if padded else None, cache=cache, logits_to_keep=1)[:, -1]
     for step in range(budget):
         if seen is not None:
@@ -113,8 +115,10 @@ def generate_ids(
         if seen is not None:
             seen[torch.arange(B), nxt] = True
         n = T + step + 1
-        step_mask = mask[:, :n] if padded else None
-        logits = model(nxt[:, None], attention_mask=step_mask, cache=cache)[:, -1]
+        if decoder:
+            logits = decoder.step(nxt[:, None], mask[:, :n], cache)
+        else:
+            logits = model(nxt[:, None], attention_mask=mask[:, :n] if padded else None, cache=cache)[:, -1]
 
 
 class _StopStrings:

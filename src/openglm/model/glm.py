@@ -55,14 +55,15 @@ class Linear(nn.Linear):
     matrix-vector product) MKL streams weights at ~13 GB/s where oneDNN with its own
     pre-packed weight layout streams ~33 GB/s fp32 and ~21 GB/s bf16. Packing keeps a
     second copy of the weight, so it is opt-in (GLM.pack_weights); it follows in-place
-    weight updates. Training (autograd) always takes F.linear.
+    weight updates. Training (autograd) and compiled graphs (inductor picks its own kernels)
+    take F.linear.
     """
 
     packed = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.dtype in _ONEDNN and x.dtype == self.weight.dtype and x.device.type == "cpu"
-                and not torch.is_grad_enabled()):
+                and not torch.is_grad_enabled() and not torch.compiler.is_compiling()):
             w = self._packed_weight() if self.packed else self.weight
             return torch.ops.mkldnn._linear_pointwise(x, w, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
