@@ -63,3 +63,21 @@ def test_compile_needs_eval_mode():
     with pytest.raises(ValueError, match="eval mode"):
         compile_decoding(model.train())
     assert compiled_decoder(model) is None
+
+
+def test_two_models_of_one_shape_keep_their_own_weights():
+    """Frozen weights are constants of the graph: a second model must not reuse the first one's."""
+    cfg = openglm.GLMConfig.from_depth(1, vocab_size=256)
+    models = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = openglm.GLM(cfg)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0, 0.5)  # far from the init, whose untrained logits repeat the input
+        models.append(model.for_inference())
+    eager = [list(generate_ids(m, [[5, 6, 7, 8]], 12)) for m in models]
+    assert eager[0] != eager[1]
+    for m in models:
+        compile_decoding(m)
+    assert [list(generate_ids(m, [[5, 6, 7, 8]], 12)) for m in models] == eager
