@@ -45,8 +45,9 @@ def test_convert_reports_a_missing_directory(tmp_path):
     assert "does not exist" in str(r.exception)
 
 
-def test_generate_streams_the_same_text_as_the_api(checkpoint):
-    r = runner.invoke(app, ["generate", "--model", str(checkpoint), "-n", "12", "--raw", "Once upon a time"])
+@pytest.mark.parametrize("flags", [[], ["--compile"]])
+def test_generate_streams_the_same_text_as_the_api(checkpoint, flags):
+    r = runner.invoke(app, ["generate", "--model", str(checkpoint), "-n", "12", "--raw", *flags, "Once upon a time"])
     assert r.exit_code == 0, r.output
     model, tok = openglm.load_model(checkpoint), openglm.load_tokenizer(checkpoint)
     want = openglm.generate(model, tok, "Once upon a time", 12)
