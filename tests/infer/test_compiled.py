@@ -1,10 +1,13 @@
 """Compiled decoding (inductor, max-autotune, frozen weights): same tokens as transformers and as eager."""
 
+import gc
+import weakref
+
 import pytest
 import torch
 
 import openglm
-from openglm.infer import Sampling, compile_decoding, generate_ids
+from openglm.infer import Sampling, compile_decoding, compiled, generate_ids
 from openglm.infer.compiled import capacity_for, compiled_decoder
 from tests.conftest import make_hf
 
@@ -81,3 +84,33 @@ def test_two_models_of_one_shape_keep_their_own_weights():
     for m in models:
         compile_decoding(m)
     assert [list(generate_ids(m, [[5, 6, 7, 8]], 12)) for m in models] == eager
+
+
+def test_a_compiled_model_can_be_freed():
+    model = openglm.GLM(openglm.GLMConfig.from_depth(1, vocab_size=64)).eval()
+    compile_decoding(model)
+    list(generate_ids(model, [[1, 2, 3]], 3))
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
+
+
+def test_guards_check_only_the_model_identity(monkeypatch):
+    """Each step checks dynamo's guards; those on the model's modules and parameters (~10 a layer)
+    are dropped but one, or a 12-layer model pays ~0.5 ms a token for them."""
+    kept, dropped = [], []
+    keep_guard = compiled._keep_guard
+
+    def spy(entries):
+        keep = keep_guard(entries)
+        for e, k in zip(entries, keep):
+            (kept if k else dropped).append(e.name)
+        return keep
+
+    monkeypatch.setattr(compiled, "_keep_guard", spy)
+    model = openglm.GLM(openglm.GLMConfig.from_depth(1, vocab_size=64)).eval()
+    compile_decoding(model)
+    list(generate_ids(model, [[1, 2, 3]], 3))
+    assert [n for n in kept if n.startswith(compiled._MODEL_GUARDS)] == [compiled._MODEL_IDENTITY]
+    assert len(dropped) > 20

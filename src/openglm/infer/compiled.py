@@ -58,9 +58,15 @@ class CompiledDecoder:
     """A model's one-token decoding step, compiled; call it with the eager prefill's cache."""
 
     def __init__(self, model: GLM):
-        self.model = model
+        # weak: the registry's keys are weak, and a strong reference from its value would keep
+        # every compiled model alive for the life of the process
+        self._model = weakref.ref(model)
         self._step = torch.compile(self._eager_step, fullgraph=True,
                                    options={"max_autotune": True, "guard_filter_fn": _keep_guard})
+
+    @property
+    def model(self) -> GLM:
+        return self._model()
 
     def _eager_step(self, ids, position_ids, mask, cache: _SlotCache) -> torch.Tensor:
         m = self.model
@@ -93,8 +99,9 @@ class CompiledDecoder:
         return logits
 
 
-# Dynamo's name for the model's embedding table, one of the tensors it guards.
-_MODEL_IDENTITY = "self.model._modules['embed']._parameters['weight']"
+# How dynamo names what the step reaches through the model, and the model's embedding table.
+_MODEL_GUARDS = "self._model()."
+_MODEL_IDENTITY = _MODEL_GUARDS + "_modules['embed']._parameters['weight']"
 
 
 def _keep_guard(entries) -> list[bool]:
@@ -102,7 +109,7 @@ def _keep_guard(entries) -> list[bool]:
     so re-checking every module and parameter of the model (~10 guards a layer, 0.5 ms of a
     12-layer model's 26 ms token) is useless work; only the model's identity matters (a second
     model of the same shape must compile its own graph), and its embedding table gives that."""
-    return [not e.name.startswith("self.model.") or e.name == _MODEL_IDENTITY for e in entries]
+    return [not e.name.startswith(_MODEL_GUARDS) or e.name == _MODEL_IDENTITY for e in entries]
 
 
 def _slot_cache(cache: KVCache) -> _SlotCache:
