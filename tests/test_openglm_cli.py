@@ -52,6 +52,7 @@ def test_generate_streams_the_same_text_as_the_api(checkpoint, flags):
     model, tok = openglm.load_model(checkpoint), openglm.load_tokenizer(checkpoint)
     want = openglm.generate(model, tok, "Once upon a time", 12)
     assert r.stdout == want + "\n"
+    assert ("compiles on first use" in r.stderr) == bool(flags)
 
 
 def test_generate_on_the_nano_preset_runs():

@@ -53,6 +53,8 @@ def load_for_inference(model_dir: Path | None, preset: str | None = None, dtype:
         from .infer import compile_decoding
 
         compile_decoding(model)
+        err.print("[dim]the decoding step compiles on first use: ~30-60 s, again for each new batch size or "
+                  "context bucket (256, 512, 1024, ... tokens)[/dim]")
     return model, tok
 
 
