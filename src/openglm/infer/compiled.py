@@ -30,10 +30,6 @@ from ..model.glm import GLM, KVCache, rope_rotations
 
 MIN_CAPACITY = 256
 
-# RoPE multiplies complex numbers, which inductor runs as library calls: a few per layer, ~1% of a
-# token (measured), not worth a second, real-valued RoPE; its warning would only alarm users.
-warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
-
 
 def capacity_for(n_tokens: int) -> int:
     """The KV capacity bucket for a sequence of n_tokens: a power of two, at least MIN_CAPACITY."""
@@ -46,7 +42,7 @@ class _SlotCache:
 
     def __init__(self, cache: KVCache):
         self.k, self.v = cache.k, cache.v
-        self.slot = torch.zeros(1, dtype=torch.long, device=cache.k[0].device)
+        self.slot = torch.full((1,), cache.length, dtype=torch.long, device=cache.k[0].device)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         self.k[layer].index_copy_(2, self.slot, k)
@@ -86,15 +82,13 @@ class CompiledDecoder:
         valid [B, n] (n = cache.length + 1): 1 where a row has a real token (0 = left padding),
         the new token included. Advances cache.length like the eager forward.
         """
-        slots = _slot_cache(cache)
         n = cache.length + 1
-        slots.slot.fill_(cache.length)
         mask = torch.zeros(ids.shape[0], 1, 1, cache.max_len, dtype=torch.bool, device=ids.device)
         mask[:, 0, 0, :n] = valid.bool()
         position_ids = valid.long().sum(-1, keepdim=True) - 1
         # freezing (weights as constants) is what lets inductor pre-pack them for its GEMM templates
         with torch._inductor.config.patch(freezing=True, size_asserts=False, alignment_asserts=False):
-            logits = self._step(ids, position_ids, mask, slots)
+            logits = self._step(ids, position_ids, mask, _SlotCache(cache))
         cache.length = n
         return logits
 
@@ -112,13 +106,6 @@ def _keep_guard(entries) -> list[bool]:
     return [not e.name.startswith(_MODEL_GUARDS) or e.name == _MODEL_IDENTITY for e in entries]
 
 
-def _slot_cache(cache: KVCache) -> _SlotCache:
-    slots = getattr(cache, "_slots", None)
-    if slots is None:
-        slots = cache._slots = _SlotCache(cache)
-    return slots
-
-
 _DECODERS: weakref.WeakKeyDictionary[GLM, CompiledDecoder] = weakref.WeakKeyDictionary()
 
 
@@ -133,13 +120,13 @@ def compile_decoding(model: GLM) -> GLM:
         if not shutil.which(cxx):
             raise RuntimeError(f"compile_decoding builds C++ kernels but the compiler {cxx!r} is not on PATH "
                                "(install g++, or set CXX)")
+    # RoPE multiplies complex numbers, which inductor runs as library calls: a few per layer, ~1% of
+    # a token (measured), not worth a second, real-valued RoPE; its warning would only alarm users.
+    warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
     _DECODERS[model] = CompiledDecoder(model)
     return model
 
 
-def compiled_decoder(model) -> CompiledDecoder | None:
+def compiled_decoder(model: GLM) -> CompiledDecoder | None:
     """The model's compiled decoder, if compile_decoding was called on it."""
-    try:
-        return _DECODERS.get(model)
-    except TypeError:  # not weak-referenceable: never compiled
-        return None
+    return _DECODERS.get(model)
