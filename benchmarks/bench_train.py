@@ -16,14 +16,13 @@ peak is a measured 2048^3 bf16 matmul on this machine.
 from __future__ import annotations
 
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import arg_parser, machine, make_pair, report  # noqa: E402
+from common import arg_parser, best_times, machine, make_pair, report  # noqa: E402
 
 from openglm.train import TrainConfig  # noqa: E402
 from openglm.train.objectives import LMObjective  # noqa: E402
@@ -71,26 +70,13 @@ def make_steps(dtype: torch.dtype | None, compile_ours: bool):
     return step_ours, step_hf, ours.config
 
 
-def best_alternating(fns: dict, repeats: int) -> dict[str, float]:
-    """Best wall time of each fn, running them in turn so load spikes hit both."""
-    for fn in fns.values():
-        fn()  # warm-up (and compilation)
-    best = {k: float("inf") for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return best
-
-
 def run(threads: int, repeats: int, compile_ours: bool) -> dict:
     torch.set_num_threads(threads)
     peak = measure_peak_flops(torch.device("cpu"), torch.bfloat16)
     results = {}
     for name, dtype in (("bf16", torch.bfloat16), ("fp32", None)):
         step_ours, step_hf, cfg = make_steps(dtype, compile_ours)
-        times = best_alternating({"openglm": step_ours, "transformers": step_hf}, repeats)
+        times = best_times({"openglm": step_ours, "transformers": step_hf}, repeats)
         step_flops, _ = batch_flops(cfg, {"input_ids": torch.zeros(BATCH, SEQ, dtype=torch.long)})  # all targets
         row = {}
         for k, t in times.items():

@@ -47,6 +47,20 @@ def best_time(fn, repeats: int = 3, warmup: int = 1) -> float:
     return min(times)
 
 
+def best_times(fns: dict, rounds: int = 5) -> dict:
+    """The minimum wall time of each fn over `rounds` rounds that alternate between them (after one
+    warm-up call each), so that a slow spell of a shared machine does not land on one contender only."""
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 

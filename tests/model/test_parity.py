@@ -88,3 +88,28 @@ def test_left_padded_batch_decoding_with_cache(pair):
     got = torch.cat(out, dim=1)
     for b, n in enumerate(lengths):
         assert (got[b, T - n:] - want[b, T - n:]).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("keep", [1, 4])
+def test_last_positions_only_match(pair, keep):
+    """logits_to_keep: the last layer computes only the kept positions; logits and the KV cache
+    it leaves behind match the full computation (plain, left-padded, and a chunk after a cache)."""
+    hf, ours = pair
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(2, hf.config.vocab_size, (2, 19), generator=g)
+    mask = torch.ones(2, 19, dtype=torch.long)
+    mask[1, :7] = 0
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        want = hf(ids, attention_mask=mask, position_ids=pos).logits[:, -keep:]
+        assert (ours(ids, attention_mask=mask, logits_to_keep=keep) - want).abs().max().item() <= TOL
+        plain = hf(ids).logits[:, -keep:]
+        assert (ours(ids, logits_to_keep=keep) - plain).abs().max().item() <= TOL
+        full, part = ours.new_cache(2, 19), ours.new_cache(2, 19)
+        ours(ids[:, :11], cache=full)
+        ours(ids[:, :11], cache=part, logits_to_keep=keep)
+        got = ours(ids[:, 11:], cache=part, logits_to_keep=keep)  # past > 0, several new tokens
+        ours(ids[:, 11:], cache=full)
+    assert (got - plain).abs().max().item() <= TOL
+    for a, b in zip(full.k + full.v, part.k + part.v):
+        assert torch.equal(a, b)

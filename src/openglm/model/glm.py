@@ -144,7 +144,9 @@ class Attention(nn.Module):
         self.qkv = Linear(cfg.hidden_size, cfg.q_size + 2 * cfg.kv_size, bias=cfg.qkv_bias)
         self.proj = Linear(cfg.q_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x, rotations, mask, is_causal, cache, doc_lengths=None):
+    def forward(self, x, rotations, mask, is_causal, cache, doc_lengths=None, keep=0):
+        """keep > 0: only the last `keep` positions' outputs are wanted (the last layer of a
+        prefill): every position still writes its key and value, but only those query."""
         cfg = self.cfg
         B, T, _ = x.shape
         H, KV = cfg.num_heads, cfg.num_kv_heads
@@ -153,11 +155,25 @@ class Attention(nn.Module):
         q, k, v = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2), qkv[:, :, H + KV :].transpose(1, 2)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
+        if keep:
+            q, mask, is_causal = q[:, :, -keep:], _last_query_rows(mask, is_causal, keep, k), False
         if doc_lengths is not None:
             y = document_attention(q, k, v, doc_lengths)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=KV != H)
-        return self.proj(y.transpose(1, 2).reshape(B, T, cfg.q_size))
+        return self.proj(y.transpose(1, 2).reshape(B, q.shape[2], cfg.q_size))
+
+
+def _last_query_rows(mask, is_causal, keep, k):
+    """The attention mask of the last `keep` queries over the keys k [B, KV, S, D]. SDPA's is_causal aligns the
+    diagonal top-left when there are fewer queries than keys, so causality becomes an explicit
+    bottom-right mask; the very last query sees every key and needs none."""
+    if mask is not None:
+        return mask[:, :, -keep:]
+    if not is_causal or keep == 1:
+        return None
+    S = k.shape[2]
+    return torch.ones(keep, S, dtype=torch.bool, device=k.device).tril(S - keep)
 
 
 def document_attention(q, k, v, lengths: list[list[int]]) -> torch.Tensor:
@@ -210,8 +226,10 @@ class Block(nn.Module):
             self.post_mlp_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
         self.sandwich = cfg.sandwich_norm
 
-    def forward(self, x, rotations, mask, is_causal, cache, doc_lengths=None):
-        h = self.attn(self.attn_norm(x), rotations, mask, is_causal, cache, doc_lengths)
+    def forward(self, x, rotations, mask, is_causal, cache, doc_lengths=None, keep=0):
+        h = self.attn(self.attn_norm(x), rotations, mask, is_causal, cache, doc_lengths, keep)
+        if keep:
+            x = x[:, -keep:]
         x = x + (self.post_attn_norm(h) if self.sandwich else h)
         h = self.mlp(self.mlp_norm(x))
         return x + (self.post_mlp_norm(h) if self.sandwich else h)
@@ -318,12 +336,18 @@ class GLM(nn.Module):
             mask, is_causal = self._attention_mask(attention_mask, B, T, past, input_ids.device)
         x = self.embed(input_ids)
         rotations = rope_rotations(self.config, position_ids)
-        for block in self.layers:
+        # As llama.cpp does: when only the last positions' logits are wanted, the last layer
+        # computes just their outputs (about 1/num_layers of a long prompt's prefill).
+        plain = targets is None and logits_at is None and doc_lengths is None
+        wanted = logits_to_keep if plain and 0 < logits_to_keep < T else 0
+        last = len(self.layers) - 1
+        for i, block in enumerate(self.layers):
+            keep = wanted if i == last else 0
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 # recompute each block in the backward pass: activations for 1 block, not all
-                x = checkpoint(block, x, rotations, mask, is_causal, cache, doc_lengths, use_reentrant=False)
+                x = checkpoint(block, x, rotations, mask, is_causal, cache, doc_lengths, keep, use_reentrant=False)
             else:
-                x = block(x, rotations, mask, is_causal, cache, doc_lengths)
+                x = block(x, rotations, mask, is_causal, cache, doc_lengths, keep)
         if cache is not None:
             cache.length += T
         if logits_to_keep:
