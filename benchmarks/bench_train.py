@@ -8,9 +8,9 @@ runs `model(input_ids, labels=...)` + backward + AdamW. Runs alternate and the b
 `--repeats` is kept (the least noisy figure on a shared machine).
 
 MFU = model FLOPs per token (6 x matmul params + attention, PaLM) x tokens/s / peak, where
-peak is a measured 2048^3 bf16 matmul on this machine.
+peak is a measured 2048^3 matmul of the same precision on this machine.
 
-    python benchmarks/bench_train.py [--threads 2] [--repeats 3] [--compile] [--json]
+    python benchmarks/bench_train.py [--threads 2] [--repeats 3] [--compile] [--dtypes bf16,fp32] [--json]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import arg_parser, best_times, machine, make_pair, report  # noqa: E402
 
+from openglm.model.glm import cpu_computes_natively  # noqa: E402
 from openglm.train import TrainConfig  # noqa: E402
 from openglm.train.objectives import LMObjective  # noqa: E402
 from openglm.train.trainer import batch_flops, measure_peak_flops  # noqa: E402
@@ -70,11 +71,12 @@ def make_steps(dtype: torch.dtype | None, compile_ours: bool):
     return step_ours, step_hf, ours.config
 
 
-def run(threads: int, repeats: int, compile_ours: bool) -> dict:
+def run(threads: int, repeats: int, compile_ours: bool, dtypes: list[str]) -> dict:
     torch.set_num_threads(threads)
-    peak = measure_peak_flops(torch.device("cpu"), torch.bfloat16)
-    results = {}
-    for name, dtype in (("bf16", torch.bfloat16), ("fp32", None)):
+    results, peaks = {}, {}
+    for name in dtypes:
+        dtype = torch.bfloat16 if name == "bf16" else None
+        peak = peaks[name] = measure_peak_flops(torch.device("cpu"), dtype or torch.float32)
         step_ours, step_hf, cfg = make_steps(dtype, compile_ours)
         times = best_times({"openglm": step_ours, "transformers": step_hf}, repeats)
         step_flops, _ = batch_flops(cfg, {"input_ids": torch.zeros(BATCH, SEQ, dtype=torch.long)})  # all targets
@@ -88,18 +90,35 @@ def run(threads: int, repeats: int, compile_ours: bool) -> dict:
     params = sum(p.numel() for p in make_pair(torch.float32, SHAPE)[0].parameters())
     ratio = {k: v["openglm"]["tokens_per_s"] / v["transformers"]["tokens_per_s"] for k, v in results.items()}
     return {"benchmark": "train", "machine": machine(), "params": params, "batch": [BATCH, SEQ],
-            "compile": compile_ours, "peak_bf16_flops": peak, "results": results,
-            "ratio": ratio["bf16"], "ratio_fp32": ratio["fp32"]}
+            "compile": compile_ours, "peak_flops": peaks, "results": results,
+            "ratio": ratio.get("bf16"), "ratio_fp32": ratio.get("fp32")}
+
+
+def default_dtypes() -> list[str]:
+    """bf16 and fp32; fp32 only on a CPU without native bf16 matmuls (no AVX-512), where a bf16
+    step of either library runs PyTorch's scalar fallback and takes minutes."""
+    if cpu_computes_natively(torch.bfloat16):
+        return ["bf16", "fp32"]
+    print("this CPU has no native bf16 matmul (AVX-512): timing fp32 only (--dtypes bf16,fp32 forces both)")
+    return ["fp32"]
 
 
 def main() -> None:
     ap = arg_parser(__doc__)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="torch.compile the openglm model (trainer option)")
+    ap.add_argument("--dtypes", type=lambda s: s.split(","), default=None,
+                    help="comma-separated, from bf16,fp32 (default: both where the CPU has native bf16)")
     args = ap.parse_args()
-    out = run(args.threads, args.repeats, args.compile)
-    report(f"peak bf16 matmul {out['peak_bf16_flops'] / 1e9:.0f} GFLOP/s; {out['params'] / 1e6:.1f}M params; "
-           f"ratio openglm/transformers bf16 {out['ratio']:.2f}  fp32 {out['ratio_fp32']:.2f}", out, args.json)
+    dtypes = args.dtypes or default_dtypes()
+    if not dtypes or set(dtypes) - {"bf16", "fp32"}:
+        ap.error(f"--dtypes takes bf16 and/or fp32, got {','.join(dtypes)}")
+    out = run(args.threads, args.repeats, args.compile, dtypes)
+    ratios = "  ".join(f"{k} {out[key]:.2f}" for k, key in (("bf16", "ratio"), ("fp32", "ratio_fp32"))
+                       if out[key] is not None)
+    peaks = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in out["peak_flops"].items())
+    report(f"matmul peak (GFLOP/s) {peaks}; {out['params'] / 1e6:.1f}M params; ratio openglm/transformers {ratios}",
+           out, args.json)
 
 
 if __name__ == "__main__":
