@@ -150,9 +150,11 @@ def chat(
     compiled: CompileOpt = False,
 ) -> None:
     """Interactive multi-turn chat with streaming replies (history kept in the GLM-4 format)."""
+    from .infer import PromptCache
     from .infer import generate as gen
 
     m, tok = load_for_inference(model, preset, dtype, compiled)
+    reuse = PromptCache()  # each turn computes only the tokens after the history it shares
     system: str | None = None
     history: list[dict] = []
     err.print(CHAT_HELP)
@@ -182,7 +184,7 @@ def chat(
         messages = ([{"role": "system", "content": system}] if system else []) + history
         sys.stdout.write("assistant> ")
         reply = _print_stream(gen(m, tok, messages, max_new_tokens, temperature=temperature, top_p=top_p,
-                                  seed=seed, stream=True))
+                                  seed=seed, stream=True, prompt_cache=reuse))
         history.append({"role": "assistant", "content": reply})
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import openglm
-from openglm.infer import Sampling, compile_decoding, compiled, generate_ids
+from openglm.infer import PromptCache, Sampling, compile_decoding, compiled, generate_ids
 from openglm.infer.compiled import capacity_for, compiled_decoder
 from tests.conftest import make_hf
 
@@ -42,6 +42,17 @@ def test_compiled_single_prompt_equals_eager(pair):
     _, ours, eager = pair
     assert compiled_decoder(ours) is not None
     assert list(generate_ids(ours, PROMPTS[:1], 40)) == eager[1]
+
+
+def test_compiled_decoding_from_a_reused_prompt_cache_equals_eager(pair):
+    _, ours, eager = pair
+    pc = PromptCache()
+    first = list(generate_ids(ours, PROMPTS[:1], 40, prompt_cache=pc))
+    longer = PROMPTS[0] + [t for (t,) in first] + [9, 10]
+    want = [t for (t,) in generate_ids(ours, [longer], 20)]  # compiled, from a fresh cache
+    assert first == eager[1]
+    assert [t for (t,) in generate_ids(ours, [longer], 20, prompt_cache=pc)] == want
+    assert pc.reused == len(PROMPTS[0]) + 39 and pc.cache.max_len == 256
 
 
 def test_compiled_step_logits_match_eager_forward(pair):

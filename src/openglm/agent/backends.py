@@ -46,13 +46,16 @@ class LocalBackend(Backend):
     """Generate with an openglm model: render -> tokenize -> KV-cached decoding, stopping at the stop tokens."""
 
     def __init__(self, model, tokenizer, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                 repetition_penalty: float = 1.0, seed: int | None = None, guided_tools: bool = True):
-        from openglm.infer import Sampling
+                 repetition_penalty: float = 1.0, seed: int | None = None, guided_tools: bool = True,
+                 reuse_prompts: bool = True):
+        from openglm.infer import PromptCache, Sampling
 
         self.model, self.tok = model, tokenizer
         self.sampling = Sampling(temperature, top_k, top_p, repetition_penalty, seed)
         # replies are text or calls of offered tools with arguments that parse (infer.constrain)
         self.guided_tools = guided_tools
+        # each turn's prompt extends the last one (and all share the system prompt): compute only the new part
+        self.prompt_cache = PromptCache() if reuse_prompts else None
 
     def stream(self, messages, tools, *, max_tokens, allow_multiple=False):
         from openglm.infer import generate_ids
@@ -69,7 +72,7 @@ class LocalBackend(Backend):
         text, n, reason = "", 0, "length"
         constraint = ToolGrammar(self.tok, list(tools)) if self.guided_tools else None
         for (token,) in generate_ids(self.model, [ids], min(max_tokens, room), self.sampling, list(stops),
-                                     self.tok.pad_id, constraint):
+                                     self.tok.pad_id, constraint, self.prompt_cache):
             n += 1
             if token in stops:
                 reason = "stop"

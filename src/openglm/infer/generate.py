@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .compiled import compiled_decoder
+from .prompt_cache import PromptCache
 from .sampling import Sampling, choose, penalize_repeats
 
 GREEDY = Sampling()
@@ -67,6 +68,7 @@ def generate_ids(
     stop_ids: Sequence[int] = (),
     pad_id: int = 0,
     constraint=None,
+    prompt_cache: PromptCache | None = None,
 ) -> Iterator[list[int | None]]:
     """Yield, per decoding step, the new token of each prompt (None once a row has stopped).
 
@@ -74,10 +76,14 @@ def generate_ids(
     different lengths are left-padded and masked, so each row matches its unbatched run.
     constraint: an object with mask(vocab, device) -> allowed ids or None, and push(id)
     (e.g. infer.constrain.ToolGrammar); one prompt only.
+    prompt_cache: a PromptCache to start from the previous generation's cache (only the part of
+    the prompt after the shared prefix is computed) and to leave this one's in; one prompt only.
     """
     B = len(prompts)
     if constraint is not None and B != 1:
         raise ValueError(f"a decoding constraint takes one prompt, got {B}")
+    if prompt_cache is not None and B != 1:
+        raise ValueError(f"a prompt cache serves one prompt, got {B}")
     lengths = [len(p) for p in prompts]
     budget = min(_budget(model, n, max_new_tokens) for n in lengths)
     T = max(lengths)
@@ -96,8 +102,15 @@ def generate_ids(
     stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     decoder = compiled_decoder(model)
-    cache = decoder.new_cache(B, T + budget) if decoder else model.new_cache(B, T + budget)
-    logits = model(ids, attention_mask=mask[:, :T] if padded else None, cache=cache, logits_to_keep=1)[:, -1]
+    start = 0
+    if prompt_cache is not None:
+        cache, start = prompt_cache.take(model, prompts[0], T + budget)
+    else:
+        cache = decoder.new_cache(B, T + budget) if decoder else model.new_cache(B, T + budget)
+    logits = model(ids[:, start:], attention_mask=mask[:, :T] if padded else None, cache=cache,
+                   logits_to_keep=1)[:, -1]
+    if prompt_cache is not None:
+        prompt_cache.ids.extend(prompts[0][start:])  # kept equal to the tokens in the cache
     for step in range(budget):
         if seen is not None:
             logits = penalize_repeats(logits, seen, sampling.repetition_penalty)
@@ -119,6 +132,8 @@ def generate_ids(
             logits = decoder.step(nxt[:, None], mask[:, :n], cache)
         else:
             logits = model(nxt[:, None], attention_mask=mask[:, :n] if padded else None, cache=cache)[:, -1]
+        if prompt_cache is not None:
+            prompt_cache.ids.append(int(nxt[0]))
 
 
 class _StopStrings:
@@ -147,10 +162,12 @@ class _StopStrings:
         return out
 
 
-def _stream_one(model, tok, prompt_ids, max_new_tokens, sampling, stop_ids, stop, out: Completion):
+def _stream_one(model, tok, prompt_ids, max_new_tokens, sampling, stop_ids, stop, out: Completion,
+                prompt_cache=None):
     decoder = tok.stream_decoder(skip_special=True)
     stopper = _StopStrings(stop)
-    for (token,) in generate_ids(model, [prompt_ids], max_new_tokens, sampling, stop_ids, tok.pad_id):
+    for (token,) in generate_ids(model, [prompt_ids], max_new_tokens, sampling, stop_ids, tok.pad_id,
+                                 prompt_cache=prompt_cache):
         out.token_ids.append(token)
         if token in stop_ids:
             out.finish_reason = "stop"
@@ -173,8 +190,10 @@ def _stream_one(model, tok, prompt_ids, max_new_tokens, sampling, stop_ids, stop
 
 
 def complete(model, tok, prompt, max_new_tokens: int = 256, *, sampling: Sampling = GREEDY,
-             stop: Sequence[str] = (), stop_ids: Sequence[int] | None = None, tools=None) -> list[Completion]:
-    """Generate for one prompt or a batch; returns a Completion (ids, text, finish reason) per prompt."""
+             stop: Sequence[str] = (), stop_ids: Sequence[int] | None = None, tools=None,
+             prompt_cache: PromptCache | None = None) -> list[Completion]:
+    """Generate for one prompt or a batch; returns a Completion (ids, text, finish reason) per prompt.
+    prompt_cache (one prompt only): see generate_ids."""
     batch = isinstance(prompt, (list, tuple)) and not _is_conversation(prompt)
     prompts = list(prompt) if batch else [prompt]
     if not prompts:
@@ -183,11 +202,12 @@ def complete(model, tok, prompt, max_new_tokens: int = 256, *, sampling: Samplin
     stop_ids = list(tok.stop_ids if stop_ids is None else stop_ids)
     if len(encoded) == 1:
         out = Completion()
-        for _ in _stream_one(model, tok, encoded[0], max_new_tokens, sampling, stop_ids, stop, out):
+        for _ in _stream_one(model, tok, encoded[0], max_new_tokens, sampling, stop_ids, stop, out, prompt_cache):
             pass
         return [out]
     outs = [Completion() for _ in encoded]
-    for step in generate_ids(model, encoded, max_new_tokens, sampling, stop_ids, tok.pad_id):
+    for step in generate_ids(model, encoded, max_new_tokens, sampling, stop_ids, tok.pad_id,
+                             prompt_cache=prompt_cache):
         for out, token in zip(outs, step):
             if token is None:
                 continue
@@ -207,17 +227,20 @@ def complete(model, tok, prompt, max_new_tokens: int = 256, *, sampling: Samplin
 
 def generate(model, tok, prompt, max_new_tokens: int = 256, *, temperature: float = 0.0, top_k: int = 0,
              top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int | None = None,
-             stop: Sequence[str] = (), stop_ids: Sequence[int] | None = None, stream: bool = False, tools=None):
+             stop: Sequence[str] = (), stop_ids: Sequence[int] | None = None, stream: bool = False, tools=None,
+             prompt_cache: PromptCache | None = None):
     """Generate text. Returns str, list[str] for a batch of prompts, or with stream=True an
     iterator of text deltas (single prompt only). Stops on the tokenizer's stop ids (GLM-4:
-    <|endoftext|>, <|user|>, <|observation|>) and on any of the `stop` strings."""
+    <|endoftext|>, <|user|>, <|observation|>) and on any of the `stop` strings. A prompt_cache
+    (single prompt) lets the next turn of a conversation compute only its new tokens."""
     sampling = Sampling(temperature, top_k, top_p, repetition_penalty, seed)
     if stream:
         if isinstance(prompt, (list, tuple)) and not _is_conversation(prompt):
             raise ValueError("stream=True takes a single prompt, not a batch")
         ids = encode_prompt(tok, prompt, tools)
         stops = list(tok.stop_ids if stop_ids is None else stop_ids)
-        return _stream_one(model, tok, ids, max_new_tokens, sampling, stops, stop, Completion())
-    outs = complete(model, tok, prompt, max_new_tokens, sampling=sampling, stop=stop, stop_ids=stop_ids, tools=tools)
+        return _stream_one(model, tok, ids, max_new_tokens, sampling, stops, stop, Completion(), prompt_cache)
+    outs = complete(model, tok, prompt, max_new_tokens, sampling=sampling, stop=stop, stop_ids=stop_ids, tools=tools,
+                    prompt_cache=prompt_cache)
     batch = isinstance(prompt, (list, tuple)) and not _is_conversation(prompt)
     return [o.text for o in outs] if batch else outs[0].text
