@@ -93,3 +93,13 @@ def test_a_chat_turn_reuses_the_history():
     assert generate(m, tok, history, 12, prompt_cache=pc) == generate(m, tok, history, 12)
     first_turn = len(tok.encode_chat(history[:1], add_generation_prompt=True))
     assert pc.reused >= first_turn
+
+
+def test_a_model_cast_to_another_dtype_starts_a_fresh_cache():
+    m = _model(3)
+    pc = PromptCache()
+    p = _prompt(8, 20)
+    _gen(m, p, 4, pc)
+    m.to(torch.float64)
+    assert _gen(m, p, 4, pc) == _gen(m, p, 4)
+    assert pc.reused == 0 and pc.cache.k[0].dtype == torch.float64

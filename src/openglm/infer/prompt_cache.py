@@ -22,7 +22,8 @@ from .compiled import capacity_for
 
 
 class PromptCache:
-    """The KV cache of one model's last generation (batch 1) and the token ids in its slots."""
+    """The KV cache of one model's last generation (batch 1) and the token ids in its slots.
+    It trusts the model's weights not to change between generations: clear() after training."""
 
     def __init__(self):
         self.cache: KVCache | None = None
@@ -36,7 +37,9 @@ class PromptCache:
         and that prefix's length. At least the prompt's last token is always left to compute (its
         logits start the reply). Capacities are the compiled step's power-of-two buckets, so a
         growing conversation rarely needs a new cache; a new one gets the shared prefix copied."""
-        if self._model is None or self._model() is not model:
+        w = model.embed.weight
+        held = self.cache.k[0] if self.cache is not None else w
+        if self._model is None or self._model() is not model or (held.dtype, held.device) != (w.dtype, w.device):
             self.clear()
             self._model = weakref.ref(model)
         keep = 0

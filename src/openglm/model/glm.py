@@ -165,9 +165,9 @@ class Attention(nn.Module):
 
 
 def _last_query_rows(mask, is_causal, keep, k):
-    """The attention mask of the last `keep` queries over the keys k [B, KV, S, D]. SDPA's is_causal aligns the
-    diagonal top-left when there are fewer queries than keys, so causality becomes an explicit
-    bottom-right mask; the very last query sees every key and needs none."""
+    """The attention mask of the last `keep` queries over the keys k [B, KV, S, D]. SDPA's
+    is_causal aligns the diagonal top-left when there are fewer queries than keys, so causality
+    becomes an explicit bottom-right mask; the very last query sees every key and needs none."""
     if mask is not None:
         return mask[:, :, -keep:]
     if not is_causal or keep == 1:
