@@ -189,6 +189,28 @@ def chat(
 
 
 @app.command()
+def serve(
+    model: ModelOpt = None,
+    preset: PresetOpt = None,
+    dtype: DTypeOpt = DType.auto,
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0 exposes it to the network)")] = "127.0.0.1",
+    port: int = 8000,
+    name: Annotated[str | None, typer.Option(help="model id clients send (default: the checkpoint's name)")] = None,
+    max_tokens: Annotated[int, typer.Option(help="reply budget when a request gives none")] = 1024,
+    compiled: CompileOpt = False,
+) -> None:
+    """Serve the model as an OpenAI-compatible API (/v1/chat/completions with tools and streaming)."""
+    import uvicorn
+
+    from .serve import create_app
+
+    m, tok = load_for_inference(model, preset, dtype, compiled)
+    name = name or (model.name if model else m.config.name)
+    err.print(f"serving {name!r} on http://{host}:{port}/v1")
+    uvicorn.run(create_app(m, tok, name, max_tokens), host=host, port=port, log_level="warning")
+
+
+@app.command()
 def info(model: ModelOpt = None, preset: Annotated[str, typer.Option()] = "glm-4-9b-chat") -> None:
     """Print a model's configuration and parameter count (presets are built on the meta device)."""
     import torch

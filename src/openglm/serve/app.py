@@ -1,0 +1,168 @@
+"""An OpenAI-compatible HTTP API over one local model: protocol conversion around LocalBackend.
+
+    app = create_app(model, tok, name="glm-4-9b-chat")   # uvicorn.run(app) or `openglm serve`
+
+Endpoints: GET /v1/models, POST /v1/chat/completions (messages, tools, tool_choice "auto" or
+"none", max_tokens, temperature, top_p, seed, stop, stream). Requests take turns on the model
+(one CPU model runs one generation at a time) and share its PromptCache, so a client that
+resends a growing conversation only pays for the new turn. Bad requests get a 400 with an
+OpenAI-style error naming the field; nothing a request sends can stop the server.
+
+Streaming sends text deltas as they decode. When tools are offered the reply may be a call,
+whose text is GLM-4 syntax, not content: those replies are parsed first and sent as one chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ..agent.backends import BackendError, Generation, LocalBackend
+from ..chat import from_openai, parse_assistant, to_openai
+from ..infer import ContextLengthError, PromptCache
+
+
+class ChatRequest(BaseModel):
+    model: str | None = None
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["auto", "none"] | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)  # greedy unless asked: reproducible answers
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    n: Literal[1] = 1
+
+
+class BadRequest(ValueError):
+    """A request the server cannot serve, with the offending field."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+class Engine:
+    """One model behind a lock, with the prompt cache its requests share."""
+
+    def __init__(self, model, tok, name: str, max_tokens: int = 1024):
+        self.model, self.tok, self.name, self.default_max_tokens = model, tok, name, max_tokens
+        self.lock = threading.Lock()
+        self.cache = PromptCache()
+
+    def run(self, req: ChatRequest):
+        """Yield text deltas (when streamable), then the finished OpenAI message, finish reason and usage."""
+        try:
+            messages = from_openai(req.messages, req.tools if req.tools and req.tool_choice != "none" else None)
+        except ValueError as e:
+            raise BadRequest(str(e), "messages") from None
+        tools = messages.pop(0).tools if messages and messages[0].tools else []
+        stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+        backend = LocalBackend(self.model, self.tok, temperature=req.temperature, top_p=req.top_p, seed=req.seed)
+        backend.prompt_cache = self.cache
+        budget = req.max_completion_tokens or req.max_tokens or self.default_max_tokens
+        live = not tools and not stops  # else the text is checked whole before any of it is sent
+        with self.lock:
+            try:
+                prompt_tokens = len(self.tok.encode_chat(messages, tools=tools or None))
+                text, gen, sent = "", None, 0
+                for item in backend.stream(messages, tools, max_tokens=budget, allow_multiple=True):
+                    if isinstance(item, Generation):
+                        gen = item
+                        break
+                    text += item
+                    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+                    if cut >= 0:
+                        text, gen = text[:cut], Generation(text[:cut], 0, "stop")
+                        break
+                    if live:  # the empty metadata line that opens a GLM-4 text reply is not content
+                        content = text.removeprefix("\n")
+                        if content[sent:]:
+                            yield content[sent:]
+                            sent = len(content)
+            except (BackendError, ContextLengthError) as e:
+                raise BadRequest(str(e), "messages") from None
+        reply = parse_assistant(text, allow_multiple=True)
+        message = {"role": "assistant", "content": text} if reply.error else to_openai(reply)
+        reason = "tool_calls" if message.get("tool_calls") else ("length" if gen.finish_reason == "length" else "stop")
+        completion = gen.tokens or len(self.tok.encode(text))  # a stop-string cut counts the text kept
+        yield message, reason, {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                                "total_tokens": prompt_tokens + completion}
+
+
+def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024):
+    """A FastAPI app serving `model` under the model id `name`."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    engine = Engine(model, tok, name, max_tokens)
+    app = FastAPI(title="openglm", version="1")
+
+    def error(status: int, message: str, param: str | None = None) -> JSONResponse:
+        return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                       "code": None}}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        return error(400, f"{where}: {first['msg']}", where or None)
+
+    @app.exception_handler(BadRequest)
+    async def bad(_: Request, exc: BadRequest):
+        return error(400, str(exc), exc.param)
+
+    @app.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "openglm"}]}
+
+    @app.post("/v1/chat/completions")
+    def chat(req: ChatRequest):
+        if req.model not in (None, name):
+            raise BadRequest(f"model {req.model!r} is not served here; this server has {name!r}", "model")
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": name}
+        run = engine.run(req)
+        if not req.stream:
+            *_, (message, reason, usage) = run
+            return {**head, "object": "chat.completion", "usage": usage,
+                    "choices": [{"index": 0, "message": message, "finish_reason": reason}]}
+        first = next(run)  # errors in the request surface here, as a 400, before the stream starts
+
+        def events():
+            chunk = {**head, "object": "chat.completion.chunk"}
+            yield _sse({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
+            sent = False
+            for item in _chain(first, run):
+                if isinstance(item, str):
+                    sent = True
+                    yield _sse({**chunk, "choices": [{"index": 0, "delta": {"content": item}, "finish_reason": None}]})
+                    continue
+                message, reason, usage = item
+                delta = {} if sent else {"content": message["content"]}
+                if message.get("tool_calls"):
+                    delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
+                choice = {"index": 0, "delta": delta, "finish_reason": reason}
+                yield _sse({**chunk, "usage": usage, "choices": [choice]})
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _sse(obj: dict) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"

@@ -1,0 +1,133 @@
+"""The OpenAI-compatible server: a real uvicorn server on 127.0.0.1, the real `openai` client,
+the embedded nano agent model."""
+
+import json
+import socket
+import threading
+import time
+
+import openai
+import pytest
+import uvicorn
+
+from openglm.chat import to_openai_messages
+from openglm.data.synth import generate_tasks
+
+NAME = "glm-nano"
+
+
+@pytest.fixture(scope="module")
+def client():
+    from openglm.cli import load_for_inference
+    from openglm.serve import create_app
+
+    model, tok = load_for_inference(None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(model, tok, NAME), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def cagr_task():
+    """A held-out CAGR question in the system prompt and tool format the nano model was trained on."""
+    task = next(t for t in generate_tasks(30, seed=123, split="heldout") if t.kind == "arith-cagr")
+    return to_openai_messages(task.prompt)
+
+
+def test_it_lists_its_model(client):
+    assert [m.id for m in client.models.list().data] == [NAME]
+
+
+def test_a_plain_chat_streams_the_same_text_it_returns_whole(client):
+    messages = [{"role": "user", "content": "你好"}]
+    whole = client.chat.completions.create(model=NAME, messages=messages, max_tokens=24)
+    choice = whole.choices[0]
+    assert choice.finish_reason in ("stop", "length") and choice.message.content
+    assert whole.usage.prompt_tokens > 0 and 0 < whole.usage.completion_tokens <= 24
+    chunks = list(client.chat.completions.create(model=NAME, messages=messages, max_tokens=24, stream=True))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == choice.message.content
+    assert chunks[-1].choices[0].finish_reason == choice.finish_reason
+
+
+def test_the_model_calls_python_and_answers_from_its_output(client, cagr_task):
+    messages, tools = cagr_task
+    r = client.chat.completions.create(model=NAME, messages=messages, tools=tools, max_tokens=200)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.function.name == "python"
+    code = json.loads(call.function.arguments)["code"]
+    assert "**" in code and "print(" in code  # a compound-growth formula
+    result = str(eval(code.removeprefix("print(").removesuffix(")")))  # noqa: S307 (the model's own arithmetic)
+    follow = messages + [choice.message.model_dump(exclude_none=True),
+                         {"role": "tool", "tool_call_id": call.id, "content": result}]
+    answer = client.chat.completions.create(model=NAME, messages=follow, tools=tools, max_tokens=120).choices[0]
+    assert answer.finish_reason == "stop" and result in answer.message.content
+
+
+def test_a_streamed_call_arrives_parsed_in_the_last_chunk(client, cagr_task):
+    messages, tools = cagr_task
+    chunks = list(client.chat.completions.create(model=NAME, messages=messages, tools=tools, max_tokens=200,
+                                                 stream=True))
+    last = chunks[-1].choices[0]
+    assert last.finish_reason == "tool_calls" and last.delta.tool_calls[0].function.name == "python"
+    assert not any(c.choices[0].delta.content for c in chunks)  # GLM call syntax never leaks as text
+
+
+def test_tool_choice_none_offers_no_tools(client, cagr_task):
+    messages, tools = cagr_task
+    r = client.chat.completions.create(model=NAME, messages=messages, tools=tools, tool_choice="none", max_tokens=16)
+    assert r.choices[0].finish_reason != "tool_calls" and r.choices[0].message.tool_calls is None
+
+
+@pytest.mark.parametrize("kwargs, where", [
+    (dict(messages=[]), "messages"),
+    (dict(messages=[{"role": "robot", "content": "hi"}]), "messages[0].role"),
+    (dict(messages=[{"role": "user", "content": "hi"}], model="gpt-4o"), "model"),
+    (dict(messages=[{"role": "user", "content": "hi"}], max_tokens=0), "max_tokens"),
+    (dict(messages=[{"role": "user", "content": "很长 " * 3000}]), "context"),
+])
+def test_bad_requests_get_a_400_naming_the_problem_and_the_server_goes_on(client, kwargs, where):
+    kwargs.setdefault("model", NAME)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(**kwargs)
+    assert e.value.status_code == 400 and where in str(e.value)
+    ok = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert ok.choices[0].message.content is not None
+
+
+def test_the_serve_command_answers_on_its_port():
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "openglm.cli", "serve", "--port", str(port), "--name", "nano"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline, models = time.time() + 120, None
+        while models is None and time.time() < deadline and proc.poll() is None:
+            try:
+                models = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert models is not None, proc.stderr.read().decode() if proc.poll() is not None else "no answer"
+        assert models["data"][0]["id"] == "nano"
+    finally:
+        proc.terminate()
+        proc.wait(10)
