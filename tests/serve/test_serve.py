@@ -86,6 +86,14 @@ def test_a_streamed_call_arrives_parsed_in_the_last_chunk(client, cagr_task):
     assert not any(c.choices[0].delta.content for c in chunks)  # GLM call syntax never leaks as text
 
 
+def test_stop_strings_cut_the_reply(client):
+    messages = [{"role": "user", "content": "你好"}]
+    full = client.chat.completions.create(model=NAME, messages=messages, max_tokens=24).choices[0].message.content
+    stop = full[3:5]
+    cut = client.chat.completions.create(model=NAME, messages=messages, max_tokens=24, stop=["", stop]).choices[0]
+    assert cut.finish_reason == "stop" and cut.message.content == full[:full.index(stop)]
+
+
 def test_tool_choice_none_offers_no_tools(client, cagr_task):
     messages, tools = cagr_task
     r = client.chat.completions.create(model=NAME, messages=messages, tools=tools, tool_choice="none", max_tokens=16)

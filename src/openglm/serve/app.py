@@ -53,8 +53,8 @@ class BadRequest(ValueError):
 class Engine:
     """One model behind a lock, with the prompt cache its requests share."""
 
-    def __init__(self, model, tok, name: str, max_tokens: int = 1024):
-        self.model, self.tok, self.name, self.default_max_tokens = model, tok, name, max_tokens
+    def __init__(self, model, tok, max_tokens: int = 1024):
+        self.model, self.tok, self.default_max_tokens = model, tok, max_tokens
         self.lock = threading.Lock()
         self.cache = PromptCache()
 
@@ -65,7 +65,7 @@ class Engine:
         except ValueError as e:
             raise BadRequest(str(e), "messages") from None
         tools = messages.pop(0).tools if messages and messages[0].tools else []
-        stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+        stops = [s for s in ([req.stop] if isinstance(req.stop, str) else req.stop or []) if s]
         backend = LocalBackend(self.model, self.tok, temperature=req.temperature, top_p=req.top_p, seed=req.seed)
         backend.prompt_cache = self.cache
         budget = req.max_completion_tokens or req.max_tokens or self.default_max_tokens
@@ -104,7 +104,7 @@ def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024):
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
 
-    engine = Engine(model, tok, name, max_tokens)
+    engine = Engine(model, tok, max_tokens)
     app = FastAPI(title="openglm", version="1")
 
     def error(status: int, message: str, param: str | None = None) -> JSONResponse:
