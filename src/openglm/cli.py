@@ -197,6 +197,8 @@ def serve(
     port: int = 8000,
     name: Annotated[str | None, typer.Option(help="model id clients send (default: the checkpoint's name)")] = None,
     max_tokens: Annotated[int, typer.Option(help="reply budget when a request gives none")] = 1024,
+    api_key: Annotated[str | None, typer.Option(envvar="OPENGLM_API_KEY", show_default=False,
+                                                help="require this bearer key on /v1 routes")] = None,
     compiled: CompileOpt = False,
 ) -> None:
     """Serve the model as an OpenAI-compatible API (/v1/chat/completions with tools and streaming)."""
@@ -206,8 +208,8 @@ def serve(
 
     m, tok = load_for_inference(model, preset, dtype, compiled)
     name = name or (model.name if model else m.config.name)
-    err.print(f"serving {name!r} on http://{host}:{port}/v1")
-    uvicorn.run(create_app(m, tok, name, max_tokens), host=host, port=port, log_level="warning")
+    err.print(f"serving {name!r} on http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
+    uvicorn.run(create_app(m, tok, name, max_tokens, api_key), host=host, port=port, log_level="warning")
 
 
 @app.command()

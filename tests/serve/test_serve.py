@@ -116,7 +116,21 @@ def test_bad_requests_get_a_400_naming_the_problem_and_the_server_goes_on(client
     assert ok.choices[0].message.content is not None
 
 
-def test_the_serve_command_answers_on_its_port():
+def test_concurrent_requests_take_turns_and_both_get_their_answer(client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    questions = ["你好", "hello"]
+    alone = [client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": q}], max_tokens=12)
+             .choices[0].message.content for q in questions]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda q: client.chat.completions.create(
+            model=NAME, messages=[{"role": "user", "content": q}], max_tokens=12).choices[0].message.content,
+            questions))
+    assert together == alone
+
+
+def test_the_serve_command_answers_on_its_port_and_wants_its_key():
+    import os
     import subprocess
     import sys
 
@@ -125,17 +139,24 @@ def test_the_serve_command_answers_on_its_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "openglm.cli", "serve", "--port", str(port), "--name", "nano"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "OPENGLM_API_KEY": "s3cret"})
     try:
-        deadline, models = time.time() + 120, None
-        while models is None and time.time() < deadline and proc.poll() is None:
+        deadline, health = time.time() + 120, None
+        while health is None and time.time() < deadline and proc.poll() is None:
             try:
-                models = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()
+                health = httpx.get(f"{url}/health").json()
             except httpx.TransportError:
                 time.sleep(0.2)
-        assert models is not None, proc.stderr.read().decode() if proc.poll() is not None else "no answer"
+        assert health == {"status": "ok", "model": "nano"}, proc.stderr.read().decode() if proc.poll() else health
+        denied = httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer wrong"})
+        assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_api_key"
+        assert httpx.get(f"{url}/v1/models").status_code == 401
+        models = httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer s3cret"}).json()
         assert models["data"][0]["id"] == "nano"
     finally:
         proc.terminate()
-        proc.wait(10)
+        _, stderr = proc.communicate(timeout=10)
+    assert b"s3cret" not in stderr

@@ -15,6 +15,7 @@ whose text is GLM-4 syntax, not content: those replies are parsed first and sent
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 import uuid
@@ -98,8 +99,9 @@ class Engine:
                                 "total_tokens": prompt_tokens + completion}
 
 
-def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024):
-    """A FastAPI app serving `model` under the model id `name`."""
+def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024, api_key: str | None = None):
+    """A FastAPI app serving `model` under the model id `name`; with api_key, the /v1 routes want
+    `Authorization: Bearer <api_key>` (the key is compared in constant time and never logged)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
@@ -107,9 +109,21 @@ def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024):
     engine = Engine(model, tok, max_tokens)
     app = FastAPI(title="openglm", version="1")
 
-    def error(status: int, message: str, param: str | None = None) -> JSONResponse:
+    def error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
         return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param,
-                                       "code": None}}, status_code=status)
+                                       "code": code}}, status_code=status)
+
+    @app.middleware("http")
+    async def authorize(request: Request, call_next):
+        if api_key and request.url.path.startswith("/v1/"):
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not secrets.compare_digest(given.encode(), api_key.encode()):
+                return error(401, "missing or wrong API key (send Authorization: Bearer <key>)", code="invalid_api_key")
+        return await call_next(request)
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "model": name}
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError):
