@@ -3,7 +3,8 @@
     app = create_app(model, tok, name="glm-4-9b-chat")   # uvicorn.run(app) or `openglm serve`
 
 Endpoints: GET /v1/models, POST /v1/chat/completions (messages, tools, tool_choice "auto" or
-"none", max_tokens, temperature, top_p, seed, stop, stream). Requests take turns on the model
+"none", max_tokens, temperature, top_p, seed, stop, stream). One model is served, whatever
+`model` a request names (as llama.cpp's server does; replies carry the served name). Requests take turns on the model
 (one CPU model runs one generation at a time) and share its PromptCache, so a client that
 resends a growing conversation only pays for the new turn. Bad requests get a 400 with an
 OpenAI-style error naming the field; nothing a request sends can stop the server.
@@ -141,8 +142,6 @@ def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024, api_ke
 
     @app.post("/v1/chat/completions")
     def chat(req: ChatRequest):
-        if req.model not in (None, name):
-            raise BadRequest(f"model {req.model!r} is not served here; this server has {name!r}", "model")
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": name}
         run = engine.run(req)
         if not req.stream:
