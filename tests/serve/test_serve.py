@@ -106,6 +106,7 @@ def test_tool_choice_none_offers_no_tools(client, cagr_task):
 @pytest.mark.parametrize("kwargs, where", [
     (dict(messages=[]), "messages"),
     (dict(messages=[{"role": "robot", "content": "hi"}]), "messages[0].role"),
+    (dict(messages=[{"role": "robot", "content": "hi"}], stream=True), "messages[0].role"),
     (dict(messages=[{"role": "user", "content": "hi"}], max_tokens=0), "max_tokens"),
     (dict(messages=[{"role": "user", "content": "很长 " * 3000}]), "context"),
 ])
