@@ -17,10 +17,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from openglm.chat import Message, from_openai, to_openai_messages
 from openglm.chat.parse import parse_tool_call
 from openglm.chat.protocol import BUILTIN_TOOL_DESCRIPTIONS, role_token
+
+if TYPE_CHECKING:  # openglm.infer imports torch; an --endpoint agent never needs it
+    from openglm.infer import PromptCache
 
 ASSISTANT = role_token("assistant")
 
@@ -47,15 +51,19 @@ class LocalBackend(Backend):
 
     def __init__(self, model, tokenizer, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                  repetition_penalty: float = 1.0, seed: int | None = None, guided_tools: bool = True,
-                 reuse_prompts: bool = True):
+                 reuse_prompts: bool | PromptCache = True):
         from openglm.infer import PromptCache, Sampling
 
         self.model, self.tok = model, tokenizer
         self.sampling = Sampling(temperature, top_k, top_p, repetition_penalty, seed)
         # replies are text or calls of offered tools with arguments that parse (infer.constrain)
         self.guided_tools = guided_tools
-        # each turn's prompt extends the last one (and all share the system prompt): compute only the new part
-        self.prompt_cache = PromptCache() if reuse_prompts else None
+        # each turn's prompt extends the last one (and all share the system prompt): compute only the new
+        # part. A PromptCache given here is shared (e.g. by a server's requests); True makes one of its own.
+        if isinstance(reuse_prompts, PromptCache):
+            self.prompt_cache = reuse_prompts
+        else:
+            self.prompt_cache = PromptCache() if reuse_prompts else None
 
     def stream(self, messages, tools, *, max_tokens, allow_multiple=False):
         from openglm.infer import generate_ids

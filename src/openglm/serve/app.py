@@ -68,8 +68,8 @@ class Engine:
             raise BadRequest(str(e), "messages") from None
         tools = messages.pop(0).tools if messages and messages[0].tools else []
         stops = [s for s in ([req.stop] if isinstance(req.stop, str) else req.stop or []) if s]
-        backend = LocalBackend(self.model, self.tok, temperature=req.temperature, top_p=req.top_p, seed=req.seed)
-        backend.prompt_cache = self.cache
+        backend = LocalBackend(self.model, self.tok, temperature=req.temperature, top_p=req.top_p, seed=req.seed,
+                               reuse_prompts=self.cache)
         budget = req.max_completion_tokens or req.max_tokens or self.default_max_tokens
         live = not tools and not stops  # else the text is checked whole before any of it is sent
         with self.lock:
