@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import arg_parser, best_time, machine, make_pair, report  # noqa: E402
+from common import alternating, arg_parser, best_time, machine, make_pair, report  # noqa: E402
 
 from openglm.infer import Sampling, compile_decoding, generate_ids  # noqa: E402
 
@@ -56,13 +56,9 @@ def decode_rate(run, n: int) -> float:
 
 
 def best_rates(runs: dict, n: int, rounds: int) -> dict:
-    """The best decode rate of each contender over `rounds` rounds that alternate between them,
-    so that a slow spell of a shared machine does not land on one contender only."""
-    best = dict.fromkeys(runs, 0.0)
-    for _ in range(rounds):
-        for name, run in runs.items():
-            best[name] = max(best[name], decode_rate(run, n))
-    return best
+    """The best decode rate of each contender over alternating rounds."""
+    rates = alternating({name: lambda run=run: decode_rate(run, n) for name, run in runs.items()}, rounds)
+    return {name: max(r) for name, r in rates.items()}
 
 
 def ours_run(model):
@@ -111,9 +107,8 @@ def run(threads: int, tokens: int, rounds: int) -> dict:
 
 
 def main() -> None:
-    ap = arg_parser(__doc__)
+    ap = arg_parser(__doc__, rounds=3)
     ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; each contender's best counts")
     args = ap.parse_args()
     t0 = time.time()
     out = run(args.threads, args.tokens, args.rounds)

@@ -55,8 +55,7 @@ def run(threads: int, rounds: int) -> dict:
 
 
 def main() -> None:
-    ap = arg_parser(__doc__)
-    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds; each contender's best counts")
+    ap = arg_parser(__doc__, rounds=5)
     args = ap.parse_args()
     out = run(args.threads, args.rounds)
     report(f"ratio (fp32 1x512, openglm/transformers) {out['ratio']:.2f}  bf16 {out['ratio_bf16']:.2f}  "

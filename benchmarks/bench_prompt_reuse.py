@@ -70,9 +70,8 @@ def run(threads: int, turns: int, rounds: int) -> dict:
 
 
 def main() -> None:
-    ap = arg_parser(__doc__)
+    ap = arg_parser(__doc__, rounds=2)
     ap.add_argument("--turns", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; each contender's best counts")
     args = ap.parse_args()
     out = run(args.threads, args.turns, args.rounds)
     report(f"ratio (transformers time / openglm time) with reuse {out['ratio']:.2f}, "

@@ -47,29 +47,36 @@ def best_time(fn, repeats: int = 3, warmup: int = 1) -> float:
     return min(times)
 
 
+def alternating(measures: dict, rounds: int) -> dict[str, list]:
+    """Each measure() once per round, the contenders in turn, so that a slow spell of a shared
+    machine does not land on one contender only: {name: [one figure per round]}."""
+    figures = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            figures[name].append(measure())
+    return figures
+
+
 def best_times(fns: dict, rounds: int = 5) -> dict:
-    """The minimum wall time of each fn over `rounds` rounds that alternate between them (after one
-    warm-up call each), so that a slow spell of a shared machine does not land on one contender only."""
+    """The minimum wall time of each fn over alternating rounds (after one warm-up call each)."""
     for fn in fns.values():
         fn()
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best
+    timed = {name: lambda fn=fn: best_time(fn, repeats=1, warmup=0) for name, fn in fns.items()}
+    return {name: min(times) for name, times in alternating(timed, rounds).items()}
 
 
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
-def arg_parser(doc: str) -> argparse.ArgumentParser:
-    """The options every model benchmark has: --threads and --json."""
+def arg_parser(doc: str, rounds: int | None = None) -> argparse.ArgumentParser:
+    """The options every model benchmark has: --threads and --json; --rounds (alternating rounds,
+    see `alternating`) when given its default."""
     ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    if rounds is not None:
+        ap.add_argument("--rounds", type=int, default=rounds, help="alternating rounds; each contender's best counts")
     return ap
 
 

@@ -119,9 +119,10 @@ def generate_ids(
             if allowed is not None:
                 logits = logits.masked_fill(~allowed, float("-inf"))
         nxt = choose(logits, sampling, generator)
+        tokens = nxt.tolist()
         if constraint is not None:
-            constraint.push(int(nxt[0]))
-        yield [None if d else int(t) for t, d in zip(nxt.tolist(), done.tolist())]
+            constraint.push(tokens[0])
+        yield [None if d else t for t, d in zip(tokens, done.tolist())]
         done |= torch.isin(nxt, stops)
         if bool(done.all()) or step == budget - 1:
             return
@@ -133,10 +134,10 @@ def generate_ids(
         else:
             logits = model(nxt[:, None], attention_mask=mask[:, :n] if padded else None, cache=cache)[:, -1]
         if prompt_cache is not None:
-            prompt_cache.ids.append(int(nxt[0]))
+            prompt_cache.ids.append(tokens[0])
 
 
-class _StopStrings:
+class StopStrings:
     """Holds back text that might be the start of a stop string; cuts at the first full match."""
 
     def __init__(self, stops: Sequence[str]):
@@ -165,7 +166,7 @@ class _StopStrings:
 def _stream_one(model, tok, prompt_ids, max_new_tokens, sampling, stop_ids, stop, out: Completion,
                 prompt_cache=None):
     decoder = tok.stream_decoder(skip_special=True)
-    stopper = _StopStrings(stop)
+    stopper = StopStrings(stop)
     for (token,) in generate_ids(model, [prompt_ids], max_new_tokens, sampling, stop_ids, tok.pad_id,
                                  prompt_cache=prompt_cache):
         out.token_ids.append(token)
@@ -216,7 +217,7 @@ def complete(model, tok, prompt, max_new_tokens: int = 256, *, sampling: Samplin
                 out.finish_reason = "stop"
     for out in outs:
         ids = out.token_ids[:-1] if out.finish_reason == "stop" else out.token_ids
-        stopper = _StopStrings(stop)
+        stopper = StopStrings(stop)
         out.text = stopper.feed(tok.decode(ids, skip_special=True))
         if stopper.hit:
             out.finish_reason = "stop"

@@ -15,6 +15,7 @@ whose text is GLM-4 syntax, not content: those replies are parsed first and sent
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import threading
@@ -27,6 +28,7 @@ from pydantic import BaseModel, Field
 from ..agent.backends import BackendError, Generation, LocalBackend
 from ..chat import from_openai, parse_assistant, to_openai
 from ..infer import ContextLengthError, PromptCache
+from ..infer.generate import StopStrings
 
 
 class ChatRequest(BaseModel):
@@ -67,23 +69,22 @@ class Engine:
         except ValueError as e:
             raise BadRequest(str(e), "messages") from None
         tools = messages.pop(0).tools if messages and messages[0].tools else []
-        stops = [s for s in ([req.stop] if isinstance(req.stop, str) else req.stop or []) if s]
+        stopper = StopStrings([req.stop] if isinstance(req.stop, str) else req.stop or [])
         backend = LocalBackend(self.model, self.tok, temperature=req.temperature, top_p=req.top_p, seed=req.seed,
                                reuse_prompts=self.cache)
         budget = req.max_completion_tokens or req.max_tokens or self.default_max_tokens
-        live = not tools and not stops  # else the text is checked whole before any of it is sent
+        live = not tools and not stopper.stops  # else the text is checked whole before any of it is sent
         with self.lock:
             try:
                 prompt_tokens = len(self.tok.encode_chat(messages, tools=tools or None))
                 text, gen, sent = "", None, 0
                 for item in backend.stream(messages, tools, max_tokens=budget, allow_multiple=True):
                     if isinstance(item, Generation):
-                        gen = item
+                        gen, text = item, text + stopper.flush()
                         break
-                    text += item
-                    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-                    if cut >= 0:
-                        text, gen = text[:cut], Generation(text[:cut], 0, "stop")
+                    text += stopper.feed(item)
+                    if stopper.hit:
+                        gen = Generation(text, 0, "stop")
                         break
                     if live:  # the empty metadata line that opens a GLM-4 text reply is not content
                         content = text.removeprefix("\n")
@@ -154,7 +155,7 @@ def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024, api_ke
             chunk = {**head, "object": "chat.completion.chunk"}
             yield _sse({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
             sent = False
-            for item in _chain(first, run):
+            for item in itertools.chain([first], run):
                 if isinstance(item, str):
                     sent = True
                     yield _sse({**chunk, "choices": [{"index": 0, "delta": {"content": item}, "finish_reason": None}]})
@@ -170,11 +171,6 @@ def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024, api_ke
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 def _sse(obj: dict) -> str:
