@@ -26,9 +26,10 @@ def pair(request, tmp_path):
     return hf, ours
 
 
-def test_full_forward_matches(pair):
+@pytest.mark.parametrize("length", [37, 401])  # 401: prompts that take halved_causal_attention
+def test_full_forward_matches(pair, length):
     hf, ours = pair
-    ids = torch.randint(0, hf.config.vocab_size, (2, 37), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, hf.config.vocab_size, (2, length), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = hf(ids).logits
         got = ours(ids)

@@ -61,19 +61,42 @@ class Linear(nn.Linear):
 
     packed = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.dtype in _ONEDNN and x.dtype == self.weight.dtype and x.device.type == "cpu"
-                and not torch.is_grad_enabled() and not torch.compiler.is_compiling()):
-            w = self._packed_weight() if self.packed else self.weight
-            return torch.ops.mkldnn._linear_pointwise(x, w, self.bias, "none", [], "")
-        return F.linear(x, self.weight, self.bias)
+    def _onednn(self, x: torch.Tensor) -> bool:
+        return (x.dtype in _ONEDNN and x.dtype == self.weight.dtype and x.device.type == "cpu"
+                and not torch.is_grad_enabled() and not torch.compiler.is_compiling())
 
-    def _packed_weight(self) -> torch.Tensor:
+    def fuses(self, x: torch.Tensor) -> bool:
+        """Whether callers may use `fused` on x instead of calling the layer. A subclass whose
+        forward changes the output (LoRA) says no while it does."""
+        return self._onednn(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fused(x) if self._onednn(x) else F.linear(x, self.weight, self.bias)
+
+    def fused(self, x: torch.Tensor, rows: tuple[int, int] | None = None, silu: bool = False,
+              times: torch.Tensor | None = None, plus: torch.Tensor | None = None) -> torch.Tensor:
+        """oneDNN's linear (only where `fuses`) over output rows [start, end) of the weight (all
+        if None), with at most one elementwise step fused into the GEMM's epilogue: silu(y),
+        y * times or y + plus. Saves the pass over a prompt's activations that each would cost
+        as a separate op (the SwiGLU product and both residual adds: ~5% of a 512-token prefill)."""
+        w, b = self.weight, self.bias
+        if rows is not None:
+            w, b = w[rows[0]:rows[1]], None if b is None else b[rows[0]:rows[1]]
+        if self.packed:
+            w = self._packed_weight(rows)
+        if times is not None or plus is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, plus if times is None else times, w, b,
+                                                             "add" if times is None else "mul")
+        return torch.ops.mkldnn._linear_pointwise(x, w, b, "swish" if silu else "none", [], "")
+
+    def _packed_weight(self, rows: tuple[int, int] | None) -> torch.Tensor:
         key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype)
         if getattr(self, "_pack_key", None) != key:
-            self._pack = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), 1)
-            self._pack_key = key
-        return self._pack
+            self._packs, self._pack_key = {}, key
+        if rows not in self._packs:
+            w = self.weight.detach() if rows is None else self.weight.detach()[rows[0]:rows[1]]
+            self._packs[rows] = torch.ops.mkldnn._reorder_linear_weight(w, 1)
+        return self._packs[rows]
 
 
 class RMSNorm(nn.Module):
@@ -144,9 +167,10 @@ class Attention(nn.Module):
         self.qkv = Linear(cfg.hidden_size, cfg.q_size + 2 * cfg.kv_size, bias=cfg.qkv_bias)
         self.proj = Linear(cfg.q_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x, rotations, mask, is_causal, cache, doc_lengths=None, keep=0):
+    def forward(self, x, rotations, mask, is_causal, cache, doc_lengths=None, keep=0, residual=None):
         """keep > 0: only the last `keep` positions' outputs are wanted (the last layer of a
-        prefill): every position still writes its key and value, but only those query."""
+        prefill): every position still writes its key and value, but only those query.
+        residual: added to the output (inside the projection's GEMM where oneDNN runs it)."""
         cfg = self.cfg
         B, T, _ = x.shape
         H, KV = cfg.num_heads, cfg.num_kv_heads
@@ -159,9 +183,15 @@ class Attention(nn.Module):
             q, mask, is_causal = q[:, :, -keep:], _last_query_rows(mask, is_causal, keep, k), False
         if doc_lengths is not None:
             y = document_attention(q, k, v, doc_lengths)
+        elif is_causal and _halving_pays(q, k):
+            y = halved_causal_attention(q, k, v)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=KV != H)
-        return self.proj(y.transpose(1, 2).reshape(B, q.shape[2], cfg.q_size))
+        y = y.transpose(1, 2).reshape(B, q.shape[2], cfg.q_size)
+        if residual is not None and self.proj.fuses(y):
+            return self.proj.fused(y, plus=residual)
+        y = self.proj(y)
+        return y if residual is None else residual + y
 
 
 def _last_query_rows(mask, is_causal, keep, k):
@@ -174,6 +204,37 @@ def _last_query_rows(mask, is_causal, keep, k):
         return None
     S = k.shape[2]
     return torch.ones(keep, S, dtype=torch.bool, device=k.device).tril(S - keep)
+
+
+# Prompt lengths at which halved_causal_attention beat one causal SDPA call (2 threads; BENCHMARKS.md).
+_HALVING_LENGTHS = range(384, 641)
+
+
+def _halving_pays(q, k) -> bool:
+    return (q.shape[2] == k.shape[2] and q.shape[2] in _HALVING_LENGTHS and q.device.type == "cpu"
+            and not torch.is_grad_enabled() and not torch.compiler.is_compiling())
+
+
+def halved_causal_attention(q, k, v) -> torch.Tensor:
+    """Causal attention of q [B, H, T, D] over k/v [B, KV, T, D] in three calls, for CPU inference.
+
+    PyTorch's CPU flash kernel scores keys in blocks of 512 and skips only whole blocks above the
+    diagonal, so a causal prompt of up to ~600 tokens costs it almost all T^2 scores. Split at
+    the middle: the first half of the queries over the first half of the keys (causal), the second
+    half over the first half (full) and over itself (causal): 3/4 of the scores. The second half's
+    two partial results combine by their log-sum-exps: weight sigmoid(lse1 - lse2) on the first.
+    Returns [B, H, T, D] as a view of a [B, T, H, D] buffer, so the output projection's reshape
+    is free.
+    """
+    attend = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    B, H, T, D = q.shape
+    h = T // 2
+    out = q.new_empty(B, T, H, D).transpose(1, 2)
+    out[:, :, :h] = attend(q[:, :, :h], k[:, :, :h], v[:, :, :h], 0.0, True)[0]
+    seen, lse_seen = attend(q[:, :, h:], k[:, :, :h], v[:, :, :h], 0.0, False)[:2]
+    own, lse_own = attend(q[:, :, h:], k[:, :, h:], v[:, :, h:], 0.0, True)[:2]
+    torch.lerp(own, seen, torch.sigmoid(lse_seen - lse_own).unsqueeze(-1).to(own.dtype), out=out[:, :, h:])
+    return out
 
 
 def document_attention(q, k, v, lengths: list[list[int]]) -> torch.Tensor:
@@ -209,9 +270,17 @@ class MLP(nn.Module):
         self.gate_up = Linear(cfg.hidden_size, 2 * cfg.ffn_hidden_size, bias=False)
         self.down = Linear(cfg.ffn_hidden_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x):
+    def forward(self, x, residual=None):
+        """SwiGLU(x) (+ residual). Where oneDNN runs the layers, gate and up are two GEMMs over the
+        halves of the fused weight with SiLU and the product in their epilogues, and the down
+        projection adds the residual: no separate pass over the [tokens, ffn] activations."""
+        if self.gate_up.fuses(x) and self.down.fuses(x):
+            n = self.down.in_features
+            gate = self.gate_up.fused(x, rows=(0, n), silu=True)
+            return self.down.fused(self.gate_up.fused(x, rows=(n, 2 * n), times=gate), plus=residual)
         gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        h = self.down(F.silu(gate) * up)
+        return h if residual is None else residual + h
 
 
 class Block(nn.Module):
@@ -227,12 +296,13 @@ class Block(nn.Module):
         self.sandwich = cfg.sandwich_norm
 
     def forward(self, x, rotations, mask, is_causal, cache, doc_lengths=None, keep=0):
-        h = self.attn(self.attn_norm(x), rotations, mask, is_causal, cache, doc_lengths, keep)
-        if keep:
-            x = x[:, -keep:]
-        x = x + (self.post_attn_norm(h) if self.sandwich else h)
-        h = self.mlp(self.mlp_norm(x))
-        return x + (self.post_mlp_norm(h) if self.sandwich else h)
+        skip = x[:, -keep:] if keep else x
+        args = (rotations, mask, is_causal, cache, doc_lengths, keep)
+        if self.sandwich:  # the output is normed before the residual add, which cannot be fused
+            x = skip + self.post_attn_norm(self.attn(self.attn_norm(x), *args))
+            return x + self.post_mlp_norm(self.mlp(self.mlp_norm(x)))
+        x = self.attn(self.attn_norm(x), *args, residual=skip)
+        return self.mlp(self.mlp_norm(x), residual=x)
 
 
 class GLM(nn.Module):
@@ -272,7 +342,7 @@ class GLM(nn.Module):
             if isinstance(m, Linear):
                 m.packed = enable and m.weight.dtype in _ONEDNN
                 if not m.packed:
-                    m.__dict__.pop("_pack", None)
+                    m.__dict__.pop("_packs", None)
                     m.__dict__.pop("_pack_key", None)
         return self
 
