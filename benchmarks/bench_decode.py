@@ -9,7 +9,10 @@ openglm runs twice: eager (oneDNN-packed weights) and with its compiled decoding
 The roofline is the speed at which just reading the weights once per token would run, at the
 read bandwidth measured here (a streaming sum over 1 GB).
 
-    python benchmarks/bench_decode.py [--threads 2] [--tokens 128] [--rounds 3] [--json]
+With `--llama-cpp DIR` llama.cpp's llama-bench joins (its tg rate on a GGUF made by its own converter
+from the same weights; see llamacpp.py) and the JSON holds `ratio_llamacpp` / `ratio_llamacpp_bf16`.
+
+    python benchmarks/bench_decode.py [--threads 2] [--tokens 128] [--rounds 3] [--llama-cpp DIR] [--json]
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import alternating, arg_parser, best_time, machine, make_pair, report  # noqa: E402
+from common import arg_parser, best_rates, best_time, machine, make_pair, report  # noqa: E402
+from llamacpp import LlamaCpp  # noqa: E402
 
 from openglm.infer import Sampling, compile_decoding, generate_ids  # noqa: E402
 
@@ -55,12 +59,6 @@ def decode_rate(run, n: int) -> float:
     return (n - 1) / (many - one)
 
 
-def best_rates(runs: dict, n: int, rounds: int) -> dict:
-    """The best decode rate of each contender over alternating rounds."""
-    rates = alternating({name: lambda run=run: decode_rate(run, n) for name, run in runs.items()}, rounds)
-    return {name: max(r) for name, r in rates.items()}
-
-
 def ours_run(model):
     def run(n):
         for _ in generate_ids(model, PROMPT, n, Sampling(), stop_ids=()):
@@ -77,42 +75,57 @@ def hf_run(model):
     return run
 
 
-def run(threads: int, tokens: int, rounds: int) -> dict:
+def run(threads: int, tokens: int, rounds: int, llama_dir: str | None) -> dict:
     torch.set_num_threads(threads)
+    llama = LlamaCpp(llama_dir, threads) if llama_dir else None
     bw = read_bandwidth_gbs()
     results = {"read_bandwidth_gbs": bw}
     for dtype in (torch.float32, torch.bfloat16):
         ours, hf = make_pair(dtype)
         ours.pack_weights()
+        gguf = llama.convert(hf, dtype) if llama else None
         name = str(dtype).removeprefix("torch.")
         compiled_model = compile_decoding(copy.deepcopy(ours))  # outside inference_mode: normal tensors
         with torch.inference_mode():
             t0 = time.perf_counter()
             ours_run(compiled_model)(2)  # the first decoding step compiles
             compile_s = time.perf_counter() - t0
-            rates = best_rates({"compiled": ours_run(compiled_model), "eager": ours_run(ours),
-                                "transformers": hf_run(hf)}, tokens, rounds)
+            runs = {"compiled": ours_run(compiled_model), "eager": ours_run(ours), "transformers": hf_run(hf)}
+            measures = {name: lambda run=run: decode_rate(run, tokens) for name, run in runs.items()}
+            if gguf:
+                measures["llama.cpp"] = lambda g=gguf: llama.rate(g, generate=tokens)
+            rates = best_rates(measures, rounds)
         compiled, eager, b = rates["compiled"], rates["eager"], rates["transformers"]
         roof = bw * 1e9 / weight_bytes_per_token(ours)
         results[name] = {"openglm": compiled, "openglm_eager": eager, "compile_s": compile_s, "transformers": b,
                          "roofline": roof}
+        also = ""
+        if gguf:
+            results[name]["llama.cpp"] = rates["llama.cpp"]
+            also = f" | llama.cpp {rates['llama.cpp']:6.1f}"
         print(f"{name:9s} openglm {compiled:6.1f} tok/s compiled ({compile_s:.0f} s to compile), {eager:6.1f} "
-              f"eager | transformers {b:6.1f} | roofline {roof:6.1f} ({compiled / roof:.0%} of it)")
+              f"eager | transformers {b:6.1f}{also} | roofline {roof:6.1f} ({compiled / roof:.0%} of it)")
         del ours, hf, compiled_model
     fp, bf = results["float32"], results["bfloat16"]
-    return {"benchmark": "decode", "machine": machine(), "results": results,
-            "ratio": fp["openglm"] / fp["transformers"], "ratio_bf16": bf["openglm"] / bf["transformers"],
-            "ratio_eager": fp["openglm_eager"] / fp["transformers"],
-            "ratio_eager_bf16": bf["openglm_eager"] / bf["transformers"]}
+    out = {"benchmark": "decode", "machine": machine(), "results": results,
+           "ratio": fp["openglm"] / fp["transformers"], "ratio_bf16": bf["openglm"] / bf["transformers"],
+           "ratio_eager": fp["openglm_eager"] / fp["transformers"],
+           "ratio_eager_bf16": bf["openglm_eager"] / bf["transformers"]}
+    if llama:
+        out["ratio_llamacpp"] = fp["openglm"] / fp["llama.cpp"]
+        out["ratio_llamacpp_bf16"] = bf["openglm"] / bf["llama.cpp"]
+    return out
 
 
 def main() -> None:
-    ap = arg_parser(__doc__, rounds=3)
+    ap = arg_parser(__doc__, rounds=3, llama_cpp=True)
     ap.add_argument("--tokens", type=int, default=128)
     args = ap.parse_args()
     t0 = time.time()
-    out = run(args.threads, args.tokens, args.rounds)
-    report(f"ratio fp32 {out['ratio']:.2f}  bf16 {out['ratio_bf16']:.2f}  (eager: fp32 {out['ratio_eager']:.2f}  "
+    out = run(args.threads, args.tokens, args.rounds, args.llama_cpp)
+    also = (f"  vs llama.cpp: fp32 {out['ratio_llamacpp']:.2f} bf16 {out['ratio_llamacpp_bf16']:.2f}"
+            if args.llama_cpp else "")
+    report(f"ratio fp32 {out['ratio']:.2f}  bf16 {out['ratio_bf16']:.2f}{also}  (eager: fp32 {out['ratio_eager']:.2f}  "
            f"bf16 {out['ratio_eager_bf16']:.2f}; read bandwidth "
            f"{out['results']['read_bandwidth_gbs']:.1f} GB/s; {time.time() - t0:.0f} s)", out, args.json)
 

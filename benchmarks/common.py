@@ -65,18 +65,25 @@ def best_times(fns: dict, rounds: int = 5) -> dict:
     return {name: min(times) for name, times in alternating(timed, rounds).items()}
 
 
+def best_rates(measures: dict, rounds: int) -> dict:
+    """The highest figure (a rate) of each measure over alternating rounds."""
+    return {name: max(figures) for name, figures in alternating(measures, rounds).items()}
+
+
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
-def arg_parser(doc: str, rounds: int | None = None) -> argparse.ArgumentParser:
+def arg_parser(doc: str, rounds: int | None = None, llama_cpp: bool = False) -> argparse.ArgumentParser:
     """The options every model benchmark has: --threads and --json; --rounds (alternating rounds,
-    see `alternating`) when given its default."""
+    see `alternating`) when given its default; --llama-cpp (see llamacpp.py) if asked."""
     ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     if rounds is not None:
         ap.add_argument("--rounds", type=int, default=rounds, help="alternating rounds; each contender's best counts")
+    if llama_cpp:
+        ap.add_argument("--llama-cpp", metavar="DIR", help="also time llama.cpp: a source tree with llama-bench built")
     return ap
 
 

@@ -47,6 +47,9 @@ def cpu_computes_natively(dtype: torch.dtype) -> bool:
     return dtype == torch.float32 or dtype in _ONEDNN
 
 
+FUSE_MIN_ROWS = 128  # see Linear.fuses
+
+
 class Linear(nn.Linear):
     """nn.Linear whose CPU inference path calls oneDNN directly.
 
@@ -66,9 +69,11 @@ class Linear(nn.Linear):
                 and not torch.is_grad_enabled() and not torch.compiler.is_compiling())
 
     def fuses(self, x: torch.Tensor) -> bool:
-        """Whether callers may use `fused` on x instead of calling the layer. A subclass whose
+        """Whether callers should use `fused` on x instead of calling the layer: oneDNN runs it, and
+        x has prompt-many rows. At a decoding step's few rows, the extra GEMM call of a split
+        SwiGLU costs more than the passes it saves (eager decode 4% slower). A subclass whose
         forward changes the output (LoRA) says no while it does."""
-        return self._onednn(x)
+        return x.numel() >= FUSE_MIN_ROWS * x.shape[-1] and self._onednn(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fused(x) if self._onednn(x) else F.linear(x, self.weight, self.bias)
@@ -206,20 +211,21 @@ def _last_query_rows(mask, is_causal, keep, k):
     return torch.ones(keep, S, dtype=torch.bool, device=k.device).tril(S - keep)
 
 
-# Prompt lengths at which halved_causal_attention beat one causal SDPA call (2 threads; BENCHMARKS.md).
-_HALVING_LENGTHS = range(384, 641)
+# Prompt lengths at which halved_causal_attention beat one causal SDPA call (fp32, 2 threads;
+# BENCHMARKS.md). In bf16 the kernel's own blocking already skips, and halving lost.
+_HALVING_LENGTHS = range(384, 577)
 
 
 def _halving_pays(q, k) -> bool:
-    return (q.shape[2] == k.shape[2] and q.shape[2] in _HALVING_LENGTHS and q.device.type == "cpu"
-            and not torch.is_grad_enabled() and not torch.compiler.is_compiling())
+    return (q.shape[2] == k.shape[2] and q.shape[2] in _HALVING_LENGTHS and q.dtype == torch.float32
+            and q.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling())
 
 
 def halved_causal_attention(q, k, v) -> torch.Tensor:
     """Causal attention of q [B, H, T, D] over k/v [B, KV, T, D] in three calls, for CPU inference.
 
-    PyTorch's CPU flash kernel scores keys in blocks of 512 and skips only whole blocks above the
-    diagonal, so a causal prompt of up to ~600 tokens costs it almost all T^2 scores. Split at
+    PyTorch's CPU flash kernel (fp32) scores keys in blocks of 512 and skips only whole blocks
+    above the diagonal, so a causal prompt of up to ~600 tokens costs it almost all T^2 scores. Split at
     the middle: the first half of the queries over the first half of the keys (causal), the second
     half over the first half (full) and over itself (causal): 3/4 of the scores. The second half's
     two partial results combine by their log-sum-exps: weight sigmoid(lse1 - lse2) on the first.
