@@ -12,7 +12,7 @@ With `--llama-cpp DIR` llama.cpp's llama-bench joins the 1 x 512 rows (its pp512
 by its own converter from the same weights; see llamacpp.py) and the JSON holds
 `ratio_llamacpp` / `ratio_llamacpp_bf16` (openglm / llama.cpp).
 
-    python benchmarks/bench_forward.py [--threads 2] [--rounds 5] [--llama-cpp DIR] [--json]
+    python benchmarks/bench_forward.py [--threads 2] [--rounds 10] [--llama-cpp DIR] [--json]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def run(threads: int, rounds: int, llama_dir: str | None) -> dict:
 
 
 def main() -> None:
-    ap = arg_parser(__doc__, rounds=5, llama_cpp=True)
+    ap = arg_parser(__doc__, rounds=10, llama_cpp=True)
     args = ap.parse_args()
     out = run(args.threads, args.rounds, args.llama_cpp)
     also = (f"  vs llama.cpp: fp32 {out['ratio_llamacpp']:.2f} bf16 {out['ratio_llamacpp_bf16']:.2f}"
