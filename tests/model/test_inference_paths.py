@@ -65,8 +65,9 @@ def test_fused_linear_epilogues():
         assert torch.allclose(lin.fused(x, rows=(0, 20), silu=True), F.silu(ref[..., :20]), atol=1e-6)
         assert torch.allclose(lin.fused(x, rows=(20, 40), times=other), ref[..., 20:] * other, atol=1e-6)
         assert torch.allclose(lin.fused(x, rows=(20, 40), plus=other), ref[..., 20:] + other, atol=1e-6)
-        lin.packed = True  # one packed copy per row range, following in-place weight updates
-        assert torch.allclose(lin.fused(x, rows=(20, 40)), ref[..., 20:], atol=1e-6)
+        lin.packed = True  # the packed copy of the whole weight, following in-place updates; ranges read the plain one
+        assert torch.allclose(lin.fused(x, plus=other.repeat(1, 1, 2)), ref + other.repeat(1, 1, 2), atol=1e-6)
         lin.weight.mul_(2)
+        assert torch.allclose(lin.fused(x), 2 * ref - lin.bias, atol=1e-5)
         assert torch.allclose(lin.fused(x, rows=(20, 40)), 2 * ref[..., 20:] - lin.bias[20:], atol=1e-5)
     assert not lin.fuses(x)  # autograd on

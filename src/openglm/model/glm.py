@@ -80,28 +80,27 @@ class Linear(nn.Linear):
 
     def fused(self, x: torch.Tensor, rows: tuple[int, int] | None = None, silu: bool = False,
               times: torch.Tensor | None = None, plus: torch.Tensor | None = None) -> torch.Tensor:
-        """oneDNN's linear (only where `fuses`) over output rows [start, end) of the weight (all
-        if None), with at most one elementwise step fused into the GEMM's epilogue: silu(y),
-        y * times or y + plus. Saves the pass over a prompt's activations that each would cost
-        as a separate op (the SwiGLU product and both residual adds: ~5% of a 512-token prefill)."""
+        """oneDNN's linear (only where it runs x, see `fuses`) over output rows [start, end) of the
+        weight (all if None), with at most one elementwise step fused into the GEMM's epilogue:
+        silu(y), y * times or y + plus. Each saves a separate pass over a prompt's activations.
+        Row ranges read the plain weight: packing pays for decoding's one row, not for prompts,
+        and a packed copy per range would add to the packed copy of the whole."""
         w, b = self.weight, self.bias
         if rows is not None:
             w, b = w[rows[0]:rows[1]], None if b is None else b[rows[0]:rows[1]]
-        if self.packed:
-            w = self._packed_weight(rows)
+        elif self.packed:
+            w = self._packed_weight()
         if times is not None or plus is not None:
             return torch.ops.mkldnn._linear_pointwise.binary(x, plus if times is None else times, w, b,
                                                              "add" if times is None else "mul")
         return torch.ops.mkldnn._linear_pointwise(x, w, b, "swish" if silu else "none", [], "")
 
-    def _packed_weight(self, rows: tuple[int, int] | None) -> torch.Tensor:
+    def _packed_weight(self) -> torch.Tensor:
         key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype)
         if getattr(self, "_pack_key", None) != key:
-            self._packs, self._pack_key = {}, key
-        if rows not in self._packs:
-            w = self.weight.detach() if rows is None else self.weight.detach()[rows[0]:rows[1]]
-            self._packs[rows] = torch.ops.mkldnn._reorder_linear_weight(w, 1)
-        return self._packs[rows]
+            self._pack = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), 1)
+            self._pack_key = key
+        return self._pack
 
 
 class RMSNorm(nn.Module):
@@ -225,9 +224,9 @@ def halved_causal_attention(q, k, v) -> torch.Tensor:
     """Causal attention of q [B, H, T, D] over k/v [B, KV, T, D] in three calls, for CPU inference.
 
     PyTorch's CPU flash kernel (fp32) scores keys in blocks of 512 and skips only whole blocks
-    above the diagonal, so a causal prompt of up to ~600 tokens costs it almost all T^2 scores. Split at
-    the middle: the first half of the queries over the first half of the keys (causal), the second
-    half over the first half (full) and over itself (causal): 3/4 of the scores. The second half's
+    above the diagonal, so a causal prompt of up to ~600 tokens costs it almost all T^2 scores.
+    Split at the middle: the first half of the queries over the first half of the keys (causal),
+    the second half over the first half (full) and over itself (causal): 3/4 of the scores. The second half's
     two partial results combine by their log-sum-exps: weight sigmoid(lse1 - lse2) on the first.
     Returns [B, H, T, D] as a view of a [B, T, H, D] buffer, so the output projection's reshape
     is free.
@@ -348,7 +347,7 @@ class GLM(nn.Module):
             if isinstance(m, Linear):
                 m.packed = enable and m.weight.dtype in _ONEDNN
                 if not m.packed:
-                    m.__dict__.pop("_packs", None)
+                    m.__dict__.pop("_pack", None)
                     m.__dict__.pop("_pack_key", None)
         return self
 
