@@ -1,6 +1,7 @@
 """The OpenAI-compatible server: a real uvicorn server on 127.0.0.1, the real `openai` client,
 the embedded nano agent model."""
 
+import contextlib
 import json
 import socket
 import threading
@@ -16,26 +17,35 @@ from openglm.data.synth import generate_tasks
 NAME = "glm-nano"
 
 
-@pytest.fixture(scope="module")
-def client():
-    from openglm.cli import load_for_inference
+@contextlib.contextmanager
+def serving(model, tok):
+    """create_app(model, tok) on a free port of 127.0.0.1 in a real uvicorn server -> an openai client."""
     from openglm.serve import create_app
 
-    model, tok = load_for_inference(None)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(create_app(model, tok, NAME), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+                                           log_level="critical"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started
-    yield openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def client():
+    from openglm.cli import load_for_inference
+
+    with serving(*load_for_inference(None)) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +187,32 @@ def test_the_agent_over_http_runs_as_it_does_in_process(client, tmp_path):
         local = Agent(LocalBackend(*load_for_inference(None)), [python]).ask(task)
     assert remote.reason == local.reason == "answer"
     assert remote.content == local.content and "11.3" in remote.content
+
+
+def test_a_failure_inside_generation_is_an_error_reply_and_the_server_goes_on():
+    """A fault injected into the real model's forward (the 4th call: mid-stream): a 500 in OpenAI's
+    shape, or the stream's last event, which the openai client raises; then normal service."""
+    from openglm.cli import load_for_inference
+
+    model, tok = load_for_inference(None)
+    calls, fail = [0], [True]
+
+    def fault(*_):
+        calls[0] += 1
+        if fail[0] and calls[0] % 4 == 0:
+            raise RuntimeError("injected fault")
+
+    model.register_forward_pre_hook(fault)
+    hi = [{"role": "user", "content": "hello"}]
+    with serving(model, tok) as c:
+        with pytest.raises(openai.InternalServerError) as e:
+            c.chat.completions.create(model=NAME, messages=hi, max_tokens=12)
+        assert e.value.status_code == 500 and "injected fault" in str(e.value)
+        calls[0], got = 0, []
+        with pytest.raises(openai.APIError, match="injected fault"):
+            for chunk in c.chat.completions.create(model=NAME, messages=hi, max_tokens=12, stream=True):
+                got.extend(ch.delta.content or "" for ch in chunk.choices)
+        assert "".join(got)  # text arrived before the fault
+        fail[0] = False
+        reply = c.chat.completions.create(model=NAME, messages=hi, max_tokens=12)
+        assert reply.choices[0].message.content and reply.choices[0].finish_reason in ("stop", "length")

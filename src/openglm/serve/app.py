@@ -7,7 +7,9 @@ Endpoints: GET /v1/models, POST /v1/chat/completions (messages, tools, tool_choi
 `model` a request names (as llama.cpp's server does; replies carry the served name). Requests take turns on the model
 (one CPU model runs one generation at a time) and share its PromptCache, so a client that
 resends a growing conversation only pays for the new turn. Bad requests get a 400 with an
-OpenAI-style error naming the field; nothing a request sends can stop the server.
+OpenAI-style error naming the field; nothing a request sends can stop the server. A failure
+inside generation is a 500 in the same shape, or, once a stream has begun, a last event holding
+the error (which OpenAI's clients raise) before `[DONE]`, instead of a cut connection.
 
 Streaming sends text deltas as they decode. When tools are offered the reply may be a call,
 whose text is GLM-4 syntax, not content: those replies are parsed first and sent as one chunk.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import secrets
 import threading
 import time
@@ -29,6 +32,8 @@ from ..agent.backends import BackendError, Generation, LocalBackend
 from ..chat import from_openai, parse_assistant, to_openai
 from ..infer import ContextLengthError, PromptCache
 from ..infer.generate import StopStrings
+
+log = logging.getLogger("openglm.serve")
 
 
 class ChatRequest(BaseModel):
@@ -137,6 +142,11 @@ def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024, api_ke
     async def bad(_: Request, exc: BadRequest):
         return error(400, str(exc), exc.param)
 
+    @app.exception_handler(Exception)
+    async def failed(_: Request, exc: Exception):
+        log.exception("generation failed")
+        return JSONResponse({"error": _server_error(exc)}, status_code=500)
+
     @app.get("/v1/models")
     def models():
         return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "openglm"}]}
@@ -155,22 +165,32 @@ def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024, api_ke
             chunk = {**head, "object": "chat.completion.chunk"}
             yield _sse({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
             sent = False
-            for item in itertools.chain([first], run):
-                if isinstance(item, str):
-                    sent = True
-                    yield _sse({**chunk, "choices": [{"index": 0, "delta": {"content": item}, "finish_reason": None}]})
-                    continue
-                message, reason, usage = item
-                delta = {} if sent else {"content": message["content"]}
-                if message.get("tool_calls"):
-                    delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
-                choice = {"index": 0, "delta": delta, "finish_reason": reason}
-                yield _sse({**chunk, "usage": usage, "choices": [choice]})
+            try:
+                for item in itertools.chain([first], run):
+                    if isinstance(item, str):
+                        sent = True
+                        yield _sse({**chunk, "choices": [{"index": 0, "delta": {"content": item},
+                                                          "finish_reason": None}]})
+                        continue
+                    message, reason, usage = item
+                    delta = {} if sent else {"content": message["content"]}
+                    if message.get("tool_calls"):
+                        delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
+                    choice = {"index": 0, "delta": delta, "finish_reason": reason}
+                    yield _sse({**chunk, "usage": usage, "choices": [choice]})
+            except Exception as exc:  # the 200 is sent: the error becomes the stream's last event
+                log.exception("generation failed mid-stream")
+                yield _sse({"error": _server_error(exc)})
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
+
+
+def _server_error(exc: Exception) -> dict:
+    return {"message": f"generation failed: {type(exc).__name__}: {exc}", "type": "server_error", "param": None,
+            "code": None}
 
 
 def _sse(obj: dict) -> str:
