@@ -55,6 +55,7 @@ def test_fused_inference_matches_the_training_path(sandwich, packed):
     assert torch.equal(cached, got)
 
 
+@pytest.mark.skipif(torch.float32 not in glm._ONEDNN, reason="this PyTorch build has no oneDNN linear")
 def test_fused_linear_epilogues():
     torch.manual_seed(0)
     lin = glm.Linear(24, 40, bias=True).eval()
