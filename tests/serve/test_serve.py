@@ -26,7 +26,7 @@ def serving(model, tok):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(create_app(model, tok, NAME), host="127.0.0.1", port=port,
-                                           log_level="critical"))
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30

@@ -73,7 +73,7 @@ class Linear(nn.Linear):
         x has prompt-many rows. At a decoding step's few rows, the extra GEMM call of a split
         SwiGLU costs more than the passes it saves (eager decode 4% slower). A subclass whose
         forward changes the output (LoRA) says no while it does."""
-        return x.numel() >= FUSE_MIN_ROWS * x.shape[-1] and self._onednn(x)
+        return self._onednn(x) and x.numel() >= FUSE_MIN_ROWS * x.shape[-1]  # no shape guard when compiling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fused(x) if self._onednn(x) else F.linear(x, self.weight, self.bias)
@@ -216,8 +216,9 @@ _HALVING_LENGTHS = range(384, 577)
 
 
 def _halving_pays(q, k) -> bool:
-    return (q.shape[2] == k.shape[2] and q.shape[2] in _HALVING_LENGTHS and q.dtype == torch.float32
-            and q.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling())
+    # the flags first: a compiled graph (training with dynamic shapes) must not guard on the length
+    return (not torch.compiler.is_compiling() and not torch.is_grad_enabled() and q.device.type == "cpu"
+            and q.dtype == torch.float32 and q.shape[2] == k.shape[2] and q.shape[2] in _HALVING_LENGTHS)
 
 
 def halved_causal_attention(q, k, v) -> torch.Tensor:

@@ -142,10 +142,6 @@ def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024, api_ke
     async def bad(_: Request, exc: BadRequest):
         return error(400, str(exc), exc.param)
 
-    @app.exception_handler(Exception)
-    async def failed(_: Request, exc: Exception):
-        log.exception("generation failed")
-        return JSONResponse({"error": _server_error(exc)}, status_code=500)
 
     @app.get("/v1/models")
     def models():
@@ -155,11 +151,17 @@ def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024, api_ke
     def chat(req: ChatRequest):
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": name}
         run = engine.run(req)
-        if not req.stream:
-            *_, (message, reason, usage) = run
-            return {**head, "object": "chat.completion", "usage": usage,
-                    "choices": [{"index": 0, "message": message, "finish_reason": reason}]}
-        first = next(run)  # errors in the request surface here, as a 400, before the stream starts
+        try:  # a bad request raises here, as a 400, before any streaming; any other failure is a 500
+            first = next(run)
+            if not req.stream:
+                *_, (message, reason, usage) = itertools.chain([first], run)
+                return {**head, "object": "chat.completion", "usage": usage,
+                        "choices": [{"index": 0, "message": message, "finish_reason": reason}]}
+        except BadRequest:
+            raise
+        except Exception as exc:  # answered here: an app-level handler makes Starlette drop the connection
+            log.exception("generation failed")
+            return JSONResponse({"error": _server_error(exc)}, status_code=500)
 
         def events():
             chunk = {**head, "object": "chat.completion.chunk"}
@@ -181,6 +183,8 @@ def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024, api_ke
             except Exception as exc:  # the 200 is sent: the error becomes the stream's last event
                 log.exception("generation failed mid-stream")
                 yield _sse({"error": _server_error(exc)})
+            finally:
+                run.close()  # releases the model's lock whatever ended the stream
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -189,6 +193,8 @@ def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024, api_ke
 
 
 def _server_error(exc: Exception) -> dict:
+    if isinstance(exc, BadRequest):
+        return {"message": str(exc), "type": "invalid_request_error", "param": exc.param, "code": None}
     return {"message": f"generation failed: {type(exc).__name__}: {exc}", "type": "server_error", "param": None,
             "code": None}
 
