@@ -50,6 +50,12 @@ def cpu_computes_natively(dtype: torch.dtype) -> bool:
 FUSE_MIN_ROWS = 128  # see Linear.fuses
 
 
+def _cpu_inference(t: torch.Tensor) -> bool:
+    """Whether t is on the CPU outside autograd and outside a compiled graph: where the model may
+    take its inference-only routes. The flags come first, so a compiled graph never guards on t."""
+    return not torch.compiler.is_compiling() and not torch.is_grad_enabled() and t.device.type == "cpu"
+
+
 class Linear(nn.Linear):
     """nn.Linear whose CPU inference path calls oneDNN directly.
 
@@ -65,8 +71,7 @@ class Linear(nn.Linear):
     packed = False
 
     def _onednn(self, x: torch.Tensor) -> bool:
-        return (x.dtype in _ONEDNN and x.dtype == self.weight.dtype and x.device.type == "cpu"
-                and not torch.is_grad_enabled() and not torch.compiler.is_compiling())
+        return _cpu_inference(x) and x.dtype in _ONEDNN and x.dtype == self.weight.dtype
 
     def fuses(self, x: torch.Tensor) -> bool:
         """Whether callers should use `fused` on x instead of calling the layer: oneDNN runs it, and
@@ -216,9 +221,8 @@ _HALVING_LENGTHS = range(384, 577)
 
 
 def _halving_pays(q, k) -> bool:
-    # the flags first: a compiled graph (training with dynamic shapes) must not guard on the length
-    return (not torch.compiler.is_compiling() and not torch.is_grad_enabled() and q.device.type == "cpu"
-            and q.dtype == torch.float32 and q.shape[2] == k.shape[2] and q.shape[2] in _HALVING_LENGTHS)
+    return (_cpu_inference(q) and q.dtype == torch.float32 and q.shape[2] == k.shape[2]
+            and q.shape[2] in _HALVING_LENGTHS)
 
 
 def halved_causal_attention(q, k, v) -> torch.Tensor:

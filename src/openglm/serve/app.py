@@ -80,8 +80,8 @@ class Engine:
         budget = req.max_completion_tokens or req.max_tokens or self.default_max_tokens
         live = not tools and not stopper.stops  # else the text is checked whole before any of it is sent
         with self.lock:
+            counted = self.cache.reused + self.cache.prefilled  # the cache counts this prompt's tokens
             try:
-                prompt_tokens = len(self.tok.encode_chat(messages, tools=tools or None))
                 text, gen, sent = "", None, 0
                 for item in backend.stream(messages, tools, max_tokens=budget, allow_multiple=True):
                     if isinstance(item, Generation):
@@ -98,6 +98,7 @@ class Engine:
                             sent = len(content)
             except (BackendError, ContextLengthError) as e:
                 raise BadRequest(str(e), "messages") from None
+            prompt_tokens = self.cache.reused + self.cache.prefilled - counted
         reply = parse_assistant(text, allow_multiple=True)
         message = {"role": "assistant", "content": text} if reply.error else to_openai(reply)
         reason = "tool_calls" if message.get("tool_calls") else ("length" if gen.finish_reason == "length" else "stop")
