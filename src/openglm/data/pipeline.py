@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .accounting import Accounting
 from .pack import Pack, ShardWriter, encode_chunked, encode_row, load_tokenizer_spec
-from .readers import READ, ShardedJsonlWriter, Unit, expand_inputs, open_binary, read_spill, read_unit
+from .readers import DAMAGED, READ, ShardedJsonlWriter, Unit, expand_inputs, open_binary, read_spill, read_unit
 from .recipe import Recipe
 from .records import ORD_SHIFT, make_row, output_doc, reject, reject_record
 from .stages.base import BarrierStage, Decision, KeyTable, MapStage
@@ -145,6 +145,7 @@ class Runner:
         self.summaries: dict[str, dict] = {}
         self.max_repeat = 1
         self.timings: dict[str, float] = {}
+        self.damaged: list[str] = []  # one line per damaged input file: its path and what is wrong
 
     def _fingerprint(self, units: list[Unit]) -> str:
         files = [(u.path, Path(u.path).stat().st_size, Path(u.path).stat().st_mtime_ns) for u in units]
@@ -154,15 +155,16 @@ class Runner:
         units = expand_inputs(self.recipe.inputs)
         fingerprint = self._fingerprint(units)
         stamp = self.work / "fingerprint"
-        if stamp.exists() and stamp.read_text() != fingerprint:
-            shutil.rmtree(self.work)  # a different recipe or input: nothing to resume
+        if not stamp.exists() or stamp.read_text() != fingerprint:
+            # a different recipe or input, or no record of what made tokens/: nothing to resume
+            shutil.rmtree(self.work, ignore_errors=True)
             shutil.rmtree(self.out / "tokens", ignore_errors=True)
         self.work.mkdir(parents=True, exist_ok=True)
         stamp.write_text(fingerprint)
         for plan in self.segments:
             units = self._run_segment(plan, units)
         report = {"recipe": self.recipe.name, "engine": self.engine.name, "stages": self.accounting.table(),
-                  "decisions": self.summaries, "output_docs": str(self.out / "docs")}
+                  "decisions": self.summaries, "output_docs": str(self.out / "docs"), "damaged": self.damaged}
         if self.recipe.pack is not None:
             report["pack"] = self._pack(units, self.recipe.pack)
         report["seconds"] = self.timings
@@ -185,6 +187,7 @@ class Runner:
             self.summaries.update(done["summaries"])
             self.timings.update(done["timings"])
             self.max_repeat = done["max_repeat"]
+            self.damaged = done.get("damaged", self.damaged)
             return self._units_from(out_dir, done["counts"], "docs" if final else "spill")
         for d in (seg_dir, out_dir):
             shutil.rmtree(d, ignore_errors=True)
@@ -201,6 +204,8 @@ class Runner:
         for batch in self.engine.map(units, process_unit, plan=plan):
             for row in batch:
                 if row["_stage"]:
+                    if row["_reason"] == DAMAGED and row["_stage"] == READ:
+                        self.damaged.append(row["_detail"])
                     self.accounting.rejected(row)
                     rejects.write(reject_record(row))
                 else:
@@ -226,7 +231,7 @@ class Runner:
         seg_dir.mkdir(parents=True, exist_ok=True)
         counts = list(writer.counts)
         done = {"accounting": self.accounting.state(), "summaries": self.summaries, "timings": self.timings,
-                "counts": counts, "max_repeat": self.max_repeat}
+                "counts": counts, "max_repeat": self.max_repeat, "damaged": self.damaged}
         (seg_dir / "done.json").write_text(json.dumps(done))
         return self._units_from(out_dir, counts, "docs" if final else "spill")
 

@@ -3,6 +3,7 @@
     name: sample
     output: out/sample              # relative to the working directory; inputs to the recipe file
     tokenizer: default              # or a tokenizer folder/file for openglm.tokenizer.load_tokenizer
+    allow_damaged: false            # true: a damaged input file is reported, not fatal (as --allow-damaged)
     inputs:
       - sample: train               # the corpus shipped with openglm
       - {path: "web/*.jsonl.zst", source: web}
@@ -41,7 +42,9 @@ from .stages.safety import Safety
 
 STAGES: dict[str, type[Stage]] = {cls.type_name(): cls for cls in
                                   (Normalize, Langid, Quality, Safety, Pii, ExactDedup, FuzzyDedup, Mix, Pack)}
-TOP_KEYS = {"name", "output", "tokenizer", "inputs", "stages", "docs_per_shard"}
+TOP_KEYS = {"name", "output", "tokenizer", "inputs", "stages", "docs_per_shard", "allow_damaged"}
+# Keys that do not change the outputs, so not part of the fingerprint that decides whether _work/ is reused.
+UNFINGERPRINTED = {"output", "allow_damaged"}
 
 
 class RecipeError(ValueError):
@@ -56,6 +59,7 @@ class Recipe:
     stages: list[Stage]
     tokenizer: str = "default"
     docs_per_shard: int = 50_000
+    allow_damaged: bool = False  # run_recipe's default when its caller (the CLI flag) does not say
     fingerprint: str = ""
     config: dict = field(default_factory=dict)
 
@@ -94,6 +98,8 @@ def parse_recipe(config: dict, base_dir: Path, output: str | Path | None = None,
     unknown = set(config) - TOP_KEYS
     if unknown:
         raise RecipeError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(TOP_KEYS)}")
+    if not isinstance(config.get("allow_damaged", False), bool):
+        raise RecipeError(f"{where}: 'allow_damaged' must be true or false, got {config['allow_damaged']!r}")
     if not config.get("inputs"):
         raise RecipeError(f"{where}: 'inputs' is empty")
     inputs = []
@@ -116,10 +122,11 @@ def parse_recipe(config: dict, base_dir: Path, output: str | Path | None = None,
         raise RecipeError(f"{where}: 'pack' must be the last stage")
     # Inputs are relative to the recipe file; the output, like any tool's, to the working directory.
     out = Path(output if output is not None else config.get("output", "out"))
-    canonical = json.dumps({k: v for k, v in config.items() if k != "output"}, sort_keys=True, default=str)
+    canonical = json.dumps({k: v for k, v in config.items() if k not in UNFINGERPRINTED}, sort_keys=True, default=str)
     return Recipe(name=str(config.get("name", "run")), output=out, inputs=inputs, stages=stages,
                   tokenizer=str(config.get("tokenizer", "default")),
                   docs_per_shard=int(config.get("docs_per_shard", 50_000)),
+                  allow_damaged=config.get("allow_damaged", False),
                   fingerprint=hashlib.sha256(canonical.encode()).hexdigest()[:16], config=config)
 
 

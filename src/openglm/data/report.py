@@ -21,8 +21,13 @@ def _fmt_counts(counts: dict) -> str:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Data run `{report['recipe']}` ({report['engine']} engine)", "",
-             "| stage | input | kept | rejected | reasons | edits | tokens kept |",
+    lines = [f"# Data run `{report['recipe']}` ({report['engine']} engine)", ""]
+    if report.get("damaged"):
+        verdict = "**The run failed**: docs/ and tokens/ were removed (rerun with `--allow-damaged` to keep " \
+            "what was read)." if report.get("failed") else "Allowed (`--allow-damaged`): what was read is kept."
+        lines += ["Damaged input files (their readable records are counted; the damage is one `damaged_file` "
+                  "reject each):", ""] + [f"- {d}" for d in report["damaged"]] + ["", verdict, ""]
+    lines += ["| stage | input | kept | rejected | reasons | edits | tokens kept |",
              "|---|---:|---:|---:|---|---|---:|"]
     for s in report["stages"]:
         lines.append(f"| {s['stage']} | {s['input']:,} | {s['kept']:,} | {s['rejected']:,} | "
@@ -69,7 +74,8 @@ def plot(report: dict, path: Path) -> None:
             bottom += values
         ax.set_title(f"{title} after each stage")
         ax.tick_params(axis="x", rotation=35)
-        ax.legend(title="language", fontsize=8)
+        if langs:  # nothing kept: no legend (and no matplotlib warning)
+            ax.legend(title="language", fontsize=8)
     fig.suptitle(f"{report['recipe']} ({report['engine']} engine)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)

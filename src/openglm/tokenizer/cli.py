@@ -22,7 +22,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except (ValueError, FileNotFoundError) as e:
-        err.print(f"error: {e}", style="red", markup=False)
+        err.print(f"error: {e}", style="red", markup=False, soft_wrap=True)  # one line, for log greps
         raise typer.Exit(1) from e
 
 
@@ -122,8 +122,9 @@ def report(
 
     if text:
         stats = TextStats()
-        texts = {lang: [t for p in paths for t in read_file_texts(p, stats)]
-                 for lang, paths in _parse_text_args(text).items()}
+        by_lang = _parse_text_args(text)
+        with _user_errors():  # a damaged (truncated .gz/.zst) file
+            texts = {lang: [t for p in paths for t in read_file_texts(p, stats)] for lang, paths in by_lang.items()}
         _print_rejects(stats)
     else:
         texts = {lang: split.heldout for lang, split in reference_corpus().items()}

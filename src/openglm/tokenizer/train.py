@@ -9,7 +9,6 @@ one token per merge in the order the merges were learned.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from collections import Counter
@@ -44,21 +43,39 @@ class TextStats:
         return sum(self.rejected.values())
 
 
-def _open_binary(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+class DamagedTrainingFile(ValueError):
+    """A training file whose compressed stream is truncated or corrupt (or not the format its name
+    says): training stops rather than learn from part of it without saying so."""
 
 
 def _is_jsonl(path: Path) -> bool:
-    suffixes = path.suffixes[-2:] if path.suffix == ".gz" else path.suffixes[-1:]
+    suffixes = path.suffixes[-2:] if path.suffix in (".gz", ".zst") else path.suffixes[-1:]
     return bool(suffixes) and suffixes[0] in (".jsonl", ".json")
 
 
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Numbered raw lines of a plain, ``.gz`` or ``.zst`` file; ``DamagedTrainingFile`` naming the file
+    where a compressed stream breaks off or is corrupt (gzip.open would raise a bare EOFError)."""
+    # The data pipeline's checked decoders; imported here as they pull in pyarrow (via records).
+    from openglm.data.readers import open_binary
+
+    lineno = 0
+    try:
+        with open_binary(path) as f:
+            for lineno, raw in enumerate(f, 1):
+                yield lineno, raw
+    except OSError as e:  # DamagedFile, or the disk failing under us
+        raise DamagedTrainingFile(f"damaged input file {path}: {e} after {lineno} line(s)") from e
+
+
 def read_file_texts(path: str | Path, stats: TextStats, text_field: str = "text") -> Iterator[str]:
-    """Texts of one file: JSONL (``.jsonl``/``.json``, optionally ``.gz``) yields each record's
-    ``text_field``; anything else is UTF-8 text yielded in chunks of whole lines.
+    """Texts of one file: JSONL (``.jsonl``/``.json``, optionally ``.gz``/``.zst``) yields each record's
+    ``text_field``; anything else is UTF-8 text (likewise optionally compressed) yielded in chunks of
+    whole lines.
 
     Lines that are not valid UTF-8, not JSON objects or lack the text field are
-    skipped and recorded in ``stats`` with their file and line number.
+    skipped and recorded in ``stats`` with their file and line number. A truncated or corrupt
+    compressed file raises ``DamagedTrainingFile`` (a ``ValueError``) naming it.
     """
     path = Path(path)
     if not path.is_file():
@@ -66,33 +83,32 @@ def read_file_texts(path: str | Path, stats: TextStats, text_field: str = "text"
     jsonl = _is_jsonl(path)
     chunk: list[str] = []
     size = 0
-    with _open_binary(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                stats.reject(where, f"invalid UTF-8 at byte {e.start}")
+    for lineno, raw in _lines(path):
+        where = f"{path}:{lineno}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            stats.reject(where, f"invalid UTF-8 at byte {e.start}")
+            continue
+        if jsonl:
+            if not line.strip():
                 continue
-            if jsonl:
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    stats.reject(where, f"bad JSON ({e.msg})")
-                    continue
-                text = record.get(text_field) if isinstance(record, dict) else None
-                if not isinstance(text, str):
-                    stats.reject(where, f"no string {text_field!r} field")
-                    continue
-                yield text
-            else:
-                chunk.append(line)
-                size += len(raw)
-                if size >= CHUNK_BYTES:
-                    yield "".join(chunk)
-                    chunk, size = [], 0
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                stats.reject(where, f"bad JSON ({e.msg})")
+                continue
+            text = record.get(text_field) if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                stats.reject(where, f"no string {text_field!r} field")
+                continue
+            yield text
+        else:
+            chunk.append(line)
+            size += len(raw)
+            if size >= CHUNK_BYTES:
+                yield "".join(chunk)
+                chunk, size = [], 0
     if chunk:
         yield "".join(chunk)
 
