@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -26,6 +27,15 @@ class DType(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
     float16 = "float16"
+
+
+@contextmanager
+def _one_line_errors(*kinds: type[BaseException]):
+    """A bad checkpoint is bad input, not a bug: print one `error:` line and exit 1, no traceback."""
+    try:
+        yield
+    except kinds as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def _torch_dtype(d: DType):
@@ -61,7 +71,7 @@ def load_for_inference(model_dir: Path | None, preset: str | None = None, dtype:
 def _load_model(model_dir: Path | None, preset: str | None, dtype: DType):
     import torch
 
-    from .io import load_model
+    from .io import CheckpointError, load_model
     from .model import GLM, GLMConfig
     from .speedrun import EMBEDDED_DIR
     from .tokenizer import default_tokenizer, load_tokenizer
@@ -78,7 +88,9 @@ def _load_model(model_dir: Path | None, preset: str | None, dtype: DType):
             raise typer.BadParameter(f"preset {preset} has {model.config.vocab_size} embeddings, "
                                      f"the default tokenizer needs {tok.vocab_size}")
     else:
-        model, tok = load_model(model_dir, dtype=_torch_dtype(dtype)), load_tokenizer(model_dir)
+        with _one_line_errors(CheckpointError):
+            model = load_model(model_dir, dtype=_torch_dtype(dtype))
+        tok = load_tokenizer(model_dir)
         if dtype is not DType.auto:  # an explicit dtype is kept even where this CPU runs it slowly
             return model.eval().pack_weights(), tok
     return model.for_inference(), tok
@@ -93,10 +105,12 @@ def convert(
     max_shard_gb: Annotated[float, typer.Option(help="maximum shard size in GB")] = 5.0,
 ) -> None:
     """Re-save a checkpoint in another layout (and dtype); tokenizer files are copied along."""
+    from .io import CheckpointError
     from .io import convert as do_convert
 
-    out = do_convert(src, dst, layout=layout.value, dtype=_torch_dtype(dtype),
-                     max_shard_bytes=int(max_shard_gb * 2**30))
+    with _one_line_errors(CheckpointError):
+        out = do_convert(src, dst, layout=layout.value, dtype=_torch_dtype(dtype),
+                         max_shard_bytes=int(max_shard_gb * 2**30))
     err.print(f"wrote {layout.value} checkpoint to {out}")
 
 
@@ -219,7 +233,8 @@ def info(model: ModelOpt = None, preset: Annotated[str, typer.Option()] = "glm-4
 
     from .model import GLM, GLMConfig, count_parameters
 
-    cfg = GLMConfig.from_pretrained(model) if model else GLMConfig.from_preset(preset)
+    with _one_line_errors(ValueError, OSError):
+        cfg = GLMConfig.from_pretrained(model) if model else GLMConfig.from_preset(preset)
     with torch.device("meta"):
         n = count_parameters(GLM(cfg))
     for k, v in cfg.to_dict().items():

@@ -1,9 +1,11 @@
 """Load and save GLM checkpoints: safetensors, sharded, memory-mapped, in any layout.
 
 Loading builds the model on the meta device and assigns tensors read straight from the
-memory-mapped files, so RAM never holds two full copies of the weights. Every check
-(missing shard, corrupt file, missing/unexpected tensor, wrong shape) runs before the model
-is assembled: a failed load raises one clear error and returns no half-loaded model.
+memory-mapped files, so RAM never holds two full copies of the weights. A checkpoint is
+untrusted input: config.json fields (type and range), shard paths (inside the folder), tensor
+names, dtypes and shapes are all checked before anything is built, and every weight is checked
+for NaN/Inf as it is read; a failed load raises one CheckpointError naming the file, field or
+tensor, and returns no half-loaded model.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..model.config import GLMConfig, config_kind
+from ..model.config import GLMConfig, config_kind, read_json_object
 from ..model.glm import GLM
 from .layouts import (
     LAYOUTS,
@@ -33,32 +35,57 @@ from .layouts import (
 INDEX = "model.safetensors.index.json"
 SIDE_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
               "generation_config.json")
+MAX_CONFIG_BYTES, MAX_INDEX_BYTES = 1 << 20, 64 << 20  # real ones: ~2 KB and ~100 KB
+DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}  # what GLM computes in
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message names the file or tensor at fault."""
 
 
+def _roots(path: Path) -> list[Path]:
+    """Folders a checkpoint's files may resolve into: its own, and for a Hugging Face cache
+    snapshot (hub/models--X/snapshots/REV, whose files are symlinks) the repo's blobs folder."""
+    root = path.resolve()
+    return [root, root.parent.parent / "blobs"] if root.parent.name == "snapshots" else [root]
+
+
+def _inside(path: Path, rel: str, listed_in: str) -> Path:
+    """path/rel, refused unless rel is a plain relative name resolving (symlinks followed) to a
+    regular file inside the checkpoint: an index must not make us read /etc/passwd or /dev/zero."""
+    if not isinstance(rel, str) or not rel or "\0" in rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise CheckpointError(f"{listed_in}: shard path {rel!r} must be a file name inside {path}")
+    f = path / rel
+    if not f.exists():
+        raise CheckpointError(f"checkpoint shard {rel} is missing from {path} (listed in {listed_in})")
+    real = f.resolve()
+    if not any(real.is_relative_to(root) for root in _roots(path)):
+        raise CheckpointError(f"{listed_in}: {rel} resolves to {real}, outside the checkpoint folder {path}")
+    if not real.is_file():
+        raise CheckpointError(f"{listed_in}: {rel} is not a regular file")
+    return f
+
+
 def _shard_files(path: Path) -> list[Path]:
     index = path / INDEX
     if index.exists():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
+            weight_map = _read_json(path, INDEX, MAX_INDEX_BYTES).get("weight_map")
+        except CheckpointError as e:
             raise CheckpointError(f"{index} is not a valid safetensors index: {e}") from None
-        files = [path / f for f in dict.fromkeys(weight_map.values())]
-        for f in files:
-            if not f.exists():
-                raise CheckpointError(f"checkpoint shard {f.name} is missing from {path} (listed in {INDEX})")
-        return files
-    files = sorted(path.glob("*.safetensors"))
+        if not isinstance(weight_map, dict) or not weight_map or not all(
+                isinstance(f, str) for f in weight_map.values()):
+            raise CheckpointError(f"{index} is not a valid safetensors index: weight_map must be a non-empty "
+                                  "object of tensor name -> shard file name")
+        return [_inside(path, f, INDEX) for f in dict.fromkeys(weight_map.values())]
+    files = [_inside(path, f.name, str(path)) for f in sorted(path.glob("*.safetensors"))]
     if not files:
         raise CheckpointError(f"no *.safetensors files (and no {INDEX}) in {path}")
     return files
 
 
-def _open_all(stack: ExitStack, files: list[Path]) -> dict[str, object]:
-    """name -> open safe_open handle, checking each file's header first."""
+def _open_all(stack: ExitStack, files: list[Path]) -> dict[str, tuple[object, Path]]:
+    """name -> (open safe_open handle, its file), checking each file's header first."""
     where = {}
     for f in files:
         try:
@@ -68,7 +95,7 @@ def _open_all(stack: ExitStack, files: list[Path]) -> dict[str, object]:
         for name in handle.keys():
             if name in where:
                 raise CheckpointError(f"tensor {name} appears in two files ({f.name} and another shard)")
-            where[name] = handle
+            where[name] = handle, f
     return where
 
 
@@ -76,14 +103,26 @@ def load_model(path: str | Path, dtype: torch.dtype | None = None, device: str |
     """Load a GLM from a directory in any supported layout (hf Glm, hf Glm4, original ChatGLM).
 
     dtype: convert weights to this dtype (default: keep the checkpoint's).
+    Raises CheckpointError (a ValueError) naming the file, field or tensor for any bad input.
     """
+    if dtype is not None and dtype not in DTYPES.values():
+        raise ValueError(f"dtype must be one of {list(DTYPES.values())}, got {dtype}")
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {path} does not exist")
-    raw = _read_config(path)
-    cfg = GLMConfig.from_dict(raw, source=str(path / "config.json"))
-    layout = layout_for_kind(config_kind(raw)) if "openglm" not in raw else LAYOUTS[raw.get("layout", "hf")]
-    want = expected_tensors(cfg, layout)
+    raw = _read_json(path, "config.json", MAX_CONFIG_BYTES)
+    try:
+        cfg = GLMConfig.from_dict(raw, source=str(path / "config.json"))
+        if "openglm" in raw:
+            name = raw.get("layout", "hf")
+            if not isinstance(name, str) or name not in LAYOUTS:
+                raise ValueError(f"{path / 'config.json'}: layout must be one of {sorted(LAYOUTS)}, got {name!r}")
+            layout = LAYOUTS[name]
+        else:
+            layout = layout_for_kind(config_kind(raw))
+        want = expected_tensors(cfg, layout)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
     with ExitStack() as stack:
         where = _open_all(stack, _shard_files(path))
         missing = [n for n in want if n not in where]
@@ -92,17 +131,21 @@ def load_model(path: str | Path, dtype: torch.dtype | None = None, device: str |
         unexpected = [n for n in where if n not in want and n not in layout.dropped]
         if unexpected:
             raise CheckpointError(f"{path}: {len(unexpected)} tensors not in a {cfg.name} model, e.g. {unexpected[:3]}")
-        for name, shape in want.items():
-            found = tuple(where[name].get_slice(name).get_shape())
-            if found != shape:
-                raise CheckpointError(f"tensor {name} has shape {list(found)}, expected {list(shape)} from config.json")
+        _check_headers(where, want, mixed_ok=dtype is not None)
 
         def get(name: str) -> torch.Tensor:
+            handle, file = where[name]
             try:
-                t = where[name].get_tensor(name)
+                t = handle.get_tensor(name)
             except (SafetensorError, OSError, RuntimeError) as e:
-                raise CheckpointError(f"cannot read tensor {name} from {path} (truncated file?): {e}") from None
-            return t.to(dtype) if dtype is not None and t.dtype != dtype else t
+                raise CheckpointError(f"cannot read tensor {name} from {file} (truncated file?): {e}") from None
+            stored, t = t.dtype, (t.to(dtype) if dtype is not None and t.dtype != dtype else t)
+            # A sum is one vectorised pass (~10x cheaper than isfinite().all()) and any NaN/Inf
+            # makes it non-finite; only if it overflows (huge but finite weights) does the exact test run.
+            if not (t.sum().isfinite() or torch.isfinite(t).all()):
+                why = f" after conversion from {stored} to {dtype}" if stored != t.dtype else ""
+                raise CheckpointError(f"tensor {name} in {file.name} has NaN or Inf values{why}")
+            return t
 
         state = to_openglm(get, cfg, layout)
         if cfg.tie_embeddings:
@@ -115,14 +158,34 @@ def load_model(path: str | Path, dtype: torch.dtype | None = None, device: str |
     return model.to(device)
 
 
-def _read_config(path: Path) -> dict:
-    file = path / "config.json"
-    if not file.exists():
-        raise CheckpointError(f"no config.json in {path}")
+def _check_headers(where: dict, want: dict[str, tuple[int, ...]], mixed_ok: bool) -> None:
+    """Dtype and shape of every wanted tensor, from the file headers alone (no data read)."""
+    first = None
+    for name, shape in want.items():
+        handle, file = where[name]
+        info = handle.get_slice(name)
+        kind = info.get_dtype()
+        if kind not in DTYPES:
+            raise CheckpointError(f"tensor {name} in {file.name} has dtype {kind}; GLM weights must be "
+                                  f"{', '.join(DTYPES)}")
+        first = first or (name, kind)
+        if kind != first[1] and not mixed_ok:  # GLM computes in one dtype; mixed ones fail mid-forward
+            raise CheckpointError(f"tensor {name} in {file.name} is {kind} but {first[0]} is {first[1]}; "
+                                  "pass dtype= to convert them to one dtype")
+        found = tuple(info.get_shape())
+        if found != shape:
+            raise CheckpointError(f"tensor {name} has shape {list(found)}, expected {list(shape)} from config.json "
+                                  f"(in {file.name})")
+
+
+def _read_json(path: Path, name: str, max_bytes: int) -> dict:
+    """A JSON object file of the checkpoint (inside the folder: a symlink out is refused)."""
+    if not (path / name).exists():
+        raise CheckpointError(f"no {name} in {path}")
     try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file} is not valid JSON: {e}") from None
+        return read_json_object(_inside(path, name, str(path)), max_bytes)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def save_model(model: GLM, out_dir: str | Path, layout: str = "hf", dtype: torch.dtype | None = None,
