@@ -11,6 +11,11 @@ from inside.
 When the agent runs as root the kernel drops to an unprivileged user id of
 its own (derived from the working directory), because Linux does not enforce
 the process limit for root.
+
+Everything the jail can write is hostile to the host: the host never opens a
+path inside ``/mnt/data`` or the socket directory by name except through
+no-follow, descriptor-relative calls, and it bounds what the jail can make it
+store (see ``storage_use`` and the output limits in ``SandboxLimits``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import sys
 import sysconfig
 import zlib
@@ -25,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MOUNT_POINT = "/mnt/data"
+# Where the jail sees its (read-only) connection file; the host's copy lives outside the jail.
+CONNECTION_FILE = "/run/openglm/kernel.json"
 # Read-only extras some libraries look for (fonts for matplotlib, time zone data).
 OPTIONAL_RO = ("/etc/fonts", "/etc/localtime", "/usr/share/fonts", "/usr/share/zoneinfo")
 UID_BASE, UID_SPAN = 30_000, 30_000  # below 65536: rootless containers map no more
@@ -45,6 +53,11 @@ class SandboxLimits:
     tmp_bytes: int = 256 << 20       # size of the private /tmp and /dev/shm (each lives in RAM)
     output_chars: int = 20_000       # output kept in the observation (head and tail)
     output_stop_bytes: int = 4 << 20  # output past this interrupts the execution
+    image_bytes: int = 8 << 20       # largest image one output may store on the host
+    images_per_call: int = 16        # images one execution may store
+    session_image_bytes: int = 128 << 20  # all images the kernel's session may store
+    disk_bytes: int = 1 << 30        # /mnt/data plus the socket directory, on the host's disk
+    max_files: int = 10_000          # files and directories in /mnt/data
 
 
 def bwrap_path() -> str:
@@ -123,10 +136,13 @@ def kernel_env(home: str) -> dict[str, str]:
 
 def kernel_command(workdir: Path, runtime_dir: Path, connection_file: Path, limits: SandboxLimits,
                    sandbox: bool = True) -> list[str]:
-    """argv that starts an ipykernel for ``connection_file``, jailed unless ``sandbox=False``."""
+    """argv that starts an ipykernel for ``connection_file``, jailed unless ``sandbox=False``.
+
+    ``runtime_dir`` (the kernel's sockets) is the jail's only writable mount besides ``/mnt/data``;
+    ``connection_file`` should live elsewhere: it is mounted read-only at ``CONNECTION_FILE``."""
     uid = sandbox_uid(workdir) if sandbox else None
-    cfg = {"rlimits": rlimits(limits), "uid": uid, "connection_file": str(connection_file),
-           "cwd": MOUNT_POINT if sandbox else str(workdir)}
+    cfg = {"rlimits": rlimits(limits), "uid": uid, "connection_file": CONNECTION_FILE if sandbox else
+           str(connection_file), "cwd": MOUNT_POINT if sandbox else str(workdir)}
     boot = [sys.executable, "-c", boot_code(), json.dumps(cfg)]
     if not sandbox:
         return boot
@@ -159,6 +175,7 @@ def kernel_command(workdir: Path, runtime_dir: Path, connection_file: Path, limi
         if not any(_inside(path, top) for top in system):
             cmd += parents(path) + ["--ro-bind", path, path]
     cmd += parents(str(runtime_dir)) + ["--bind", str(runtime_dir), str(runtime_dir)]
+    cmd += parents(CONNECTION_FILE) + ["--ro-bind", str(connection_file), CONNECTION_FILE]
     cmd += parents(MOUNT_POINT) + ["--bind", str(workdir), MOUNT_POINT]
     cmd += ["--remount-ro", "/", "--clearenv"]
     for key, value in kernel_env("/tmp").items():
@@ -173,9 +190,50 @@ def prepare_dirs(workdir: Path, runtime_dir: Path, sandbox: bool) -> None:
         return
     for d in (runtime_dir, workdir):
         os.chown(d, uid, uid)
-    for root, dirs, files in os.walk(workdir):
+    # descriptor-relative and no-follow: a symlink the jail left cannot redirect a chown to host files
+    for _, dirs, files, dir_fd in os.fwalk(workdir, follow_symlinks=False):
         for name in dirs + files:
-            os.chown(os.path.join(root, name), uid, uid, follow_symlinks=False)
+            os.chown(name, uid, uid, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def storage_use(dirs: list[Path], max_files: int) -> tuple[int, int]:
+    """(bytes on disk, entries) under ``dirs``, without following links; stops counting past max_files."""
+    used = entries = 0
+    for top in dirs:
+        for _, subdirs, files, dir_fd in os.fwalk(top, follow_symlinks=False):
+            for name in subdirs + files:
+                try:
+                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                used += st.st_blocks * 512  # allocated blocks: a sparse file costs what it holds
+                entries += 1
+            if entries > max_files:
+                return used, entries
+    return used, entries
+
+
+def remove_changed_since(top: Path, since: float) -> tuple[int, int]:
+    """Delete files (and then-empty directories) under ``top`` changed at or after ``since``.
+
+    Uses the change time, which code cannot set back. Returns (entries removed, bytes freed).
+    Call only while nothing in the jail runs."""
+    removed = freed = 0
+    for _, dirs, files, dir_fd in os.fwalk(top, topdown=False, follow_symlinks=False):
+        for name in files + dirs:
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if st.st_ctime < since:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    os.rmdir(name, dir_fd=dir_fd)
+                else:
+                    os.unlink(name, dir_fd=dir_fd)
+            except OSError:
+                continue  # a non-empty directory keeps older files
+            removed += 1
+            freed += st.st_blocks * 512
+    return removed, freed
 
 
 def count_tasks(uid: int) -> int:
