@@ -223,7 +223,9 @@ def serve(
     m, tok = load_for_inference(model, preset, dtype, compiled)
     name = name or (model.name if model else m.config.name)
     err.print(f"serving {name!r} on http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
-    uvicorn.run(create_app(m, tok, name, max_tokens, api_key), host=host, port=port, log_level="warning")
+    # a bounded shutdown: requests still running after 10 s are cancelled (their generations stop)
+    uvicorn.run(create_app(m, tok, name, max_tokens, api_key), host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=10)
 
 
 @app.command()

@@ -7,7 +7,9 @@ Endpoints: GET /v1/models, POST /v1/chat/completions (messages, tools, tool_choi
 `model` a request names (as llama.cpp's server does; replies carry the served name). Requests take turns on the model
 (one CPU model runs one generation at a time) and share its PromptCache, so a client that
 resends a growing conversation only pays for the new turn. Bad requests get a 400 with an
-OpenAI-style error naming the field; nothing a request sends can stop the server. A failure
+OpenAI-style error naming the field; nothing a request sends can stop the server. A client that
+goes away (mid-stream, or while its request waits or runs) stops its generation at the next
+token and frees the model for the others. A failure
 inside generation is a 500 in the same shape, or, once a stream has begun, a last event holding
 the error (which OpenAI's clients raise) before `[DONE]`, instead of a cut connection.
 
@@ -17,16 +19,22 @@ whose text is GLM-4 syntax, not content: those replies are parsed first and sent
 
 from __future__ import annotations
 
-import itertools
+import asyncio
 import json
 import logging
 import secrets
 import threading
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+from starlette.responses import StreamingResponse
 
 from ..agent.backends import BackendError, Generation, LocalBackend
 from ..chat import from_openai, parse_assistant, to_openai
@@ -36,19 +44,29 @@ from ..infer.generate import StopStrings
 log = logging.getLogger("openglm.serve")
 
 
+MAX_BODY_BYTES = 8 << 20  # a larger request is refused (413) before it is read whole
+MAX_TOKENS = 1 << 20  # no model here has a longer context; larger budgets are a 400, not an overflow
+POLL_S = 0.1  # how often a waiting or running request checks that its client is still there
+
+
 class ChatRequest(BaseModel):
-    model: str | None = None
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    tools: list[dict[str, Any]] | None = None
+    model: str | None = Field(None, max_length=256)
+    messages: list[dict[str, Any]] = Field(min_length=1, max_length=4096)
+    tools: list[dict[str, Any]] | None = Field(None, max_length=256)
     tool_choice: Literal["auto", "none"] | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(0.0, ge=0.0, le=2.0)  # greedy unless asked: reproducible answers
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, allow_inf_nan=False)  # greedy unless asked: reproducible
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=-(1 << 63), lt=1 << 64)  # what torch's generator accepts
+    stop: Annotated[str, Field(max_length=256)] | list[Annotated[str, Field(max_length=256)]] | None = Field(
+        None, max_length=16)
+    stream: bool = Field(False, strict=True)
     n: Literal[1] = 1
+
+
+class ClientGone(Exception):
+    """The client disconnected: its generation stops."""
 
 
 class BadRequest(ValueError):
@@ -67,23 +85,30 @@ class Engine:
         self.lock = threading.Lock()
         self.cache = PromptCache()
 
-    def run(self, req: ChatRequest):
-        """Yield text deltas (when streamable), then the finished OpenAI message, finish reason and usage."""
+    def run(self, req: ChatRequest, gone: threading.Event):
+        """Yield text deltas (when streamable), then the finished OpenAI message, finish reason and usage.
+
+        Raises ClientGone as soon as ``gone`` is set: while waiting for the model, or at the next token."""
         try:
             messages = from_openai(req.messages, req.tools if req.tools and req.tool_choice != "none" else None)
-        except ValueError as e:
-            raise BadRequest(str(e), "messages") from None
+        except (ValueError, TypeError, KeyError, AttributeError) as e:  # any shape the converter cannot read
+            raise BadRequest(f"cannot read the messages or tools: {e}", "messages") from None
         tools = messages.pop(0).tools if messages and messages[0].tools else []
         stopper = StopStrings([req.stop] if isinstance(req.stop, str) else req.stop or [])
         backend = LocalBackend(self.model, self.tok, temperature=req.temperature, top_p=req.top_p, seed=req.seed,
                                reuse_prompts=self.cache)
         budget = req.max_completion_tokens or req.max_tokens or self.default_max_tokens
         live = not tools and not stopper.stops  # else the text is checked whole before any of it is sent
-        with self.lock:
+        while not self.lock.acquire(timeout=POLL_S):
+            if gone.is_set():
+                raise ClientGone
+        try:
             counted = self.cache.reused + self.cache.prefilled  # the cache counts this prompt's tokens
             try:
                 text, gen, sent = "", None, 0
                 for item in backend.stream(messages, tools, max_tokens=budget, allow_multiple=True):
+                    if gone.is_set():
+                        raise ClientGone
                     if isinstance(item, Generation):
                         gen, text = item, text + stopper.flush()
                         break
@@ -99,6 +124,8 @@ class Engine:
             except (BackendError, ContextLengthError) as e:
                 raise BadRequest(str(e), "messages") from None
             prompt_tokens = self.cache.reused + self.cache.prefilled - counted
+        finally:
+            self.lock.release()
         reply = parse_assistant(text, allow_multiple=True)
         message = {"role": "assistant", "content": text} if reply.error else to_openai(reply)
         reason = "tool_calls" if message.get("tool_calls") else ("length" if gen.finish_reason == "length" else "stop")
@@ -108,14 +135,11 @@ class Engine:
 
 
 def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024, api_key: str | None = None):
-    """A FastAPI app serving `model` under the model id `name`; with api_key, the /v1 routes want
+    """A FastAPI app serving `model` under the model id `name`; with api_key, every route but /health wants
     `Authorization: Bearer <api_key>` (the key is compared in constant time and never logged)."""
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
-
     engine = Engine(model, tok, max_tokens)
     app = FastAPI(title="openglm", version="1")
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     def error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
         return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param,
@@ -123,9 +147,9 @@ def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024, api_ke
 
     @app.middleware("http")
     async def authorize(request: Request, call_next):
-        if api_key and request.url.path.startswith("/v1/"):
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not secrets.compare_digest(given.encode(), api_key.encode()):
+        if api_key and request.url.path != "/health":
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), api_key.encode()):
                 return error(401, "missing or wrong API key (send Authorization: Bearer <key>)", code="invalid_api_key")
         return await call_next(request)
 
@@ -136,61 +160,132 @@ def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024, api_ke
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError):
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"] if p != "body")
-        return error(400, f"{where}: {first['msg']}", where or None)
+        # field names and indices only: pydantic adds union members ("constrained-str") to the path
+        where = ".".join(str(p) for p in first["loc"][1:] if isinstance(p, int) or p.isidentifier())
+        return error(400, f"{where}: {first['msg']}" if where else first["msg"], where or None)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException):  # unreadable bodies, unknown routes, wrong methods
+        return error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(BadRequest)
     async def bad(_: Request, exc: BadRequest):
         return error(400, str(exc), exc.param)
-
 
     @app.get("/v1/models")
     def models():
         return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "openglm"}]}
 
     @app.post("/v1/chat/completions")
-    def chat(req: ChatRequest):
+    async def chat(req: ChatRequest, request: Request):
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": name}
-        run = engine.run(req)
+        gone = threading.Event()
+        run = engine.run(req, gone)  # advanced in worker threads, one step at a time
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(request.receive, gone))
+
+        async def finish():
+            """Stop and close the generation (releasing the model) however the response ended."""
+            gone.set()
+            watcher.cancel()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(run.close)
+
+        streaming = False
         try:  # a bad request raises here, as a 400, before any streaming; any other failure is a 500
-            first = next(run)
-            if not req.stream:
-                *_, (message, reason, usage) = itertools.chain([first], run)
-                return {**head, "object": "chat.completion", "usage": usage,
-                        "choices": [{"index": 0, "message": message, "finish_reason": reason}]}
+            first = await anyio.to_thread.run_sync(next, run, None)
+            if req.stream:
+                streaming = True
+                return _Stream(_events(head, first, run), finish, media_type="text/event-stream")
+            *_, (message, reason, usage) = [first] + await anyio.to_thread.run_sync(list, run)
+            return {**head, "object": "chat.completion", "usage": usage,
+                    "choices": [{"index": 0, "message": message, "finish_reason": reason}]}
         except BadRequest:
             raise
+        except ClientGone:
+            return Response(status_code=499)  # nobody is left to read it; the access log shows it
         except Exception as exc:  # answered here: an app-level handler makes Starlette drop the connection
             log.exception("generation failed")
             return JSONResponse({"error": _server_error(exc)}, status_code=500)
-
-        def events():
-            chunk = {**head, "object": "chat.completion.chunk"}
-            yield _sse({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
-            sent = False
-            try:
-                for item in itertools.chain([first], run):
-                    if isinstance(item, str):
-                        sent = True
-                        yield _sse({**chunk, "choices": [{"index": 0, "delta": {"content": item},
-                                                          "finish_reason": None}]})
-                        continue
-                    message, reason, usage = item
-                    delta = {} if sent else {"content": message["content"]}
-                    if message.get("tool_calls"):
-                        delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
-                    choice = {"index": 0, "delta": delta, "finish_reason": reason}
-                    yield _sse({**chunk, "usage": usage, "choices": [choice]})
-            except Exception as exc:  # the 200 is sent: the error becomes the stream's last event
-                log.exception("generation failed mid-stream")
-                yield _sse({"error": _server_error(exc)})
-            finally:
-                run.close()  # releases the model's lock whatever ended the stream
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+        finally:
+            if not streaming:
+                await finish()
 
     return app
+
+
+async def _events(head: dict, first, run):
+    """The SSE events of one streamed completion; `run` is advanced in a worker thread."""
+    chunk = {**head, "object": "chat.completion.chunk"}
+    yield _sse({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
+    sent, item = False, first
+    try:
+        while item is not None:
+            if isinstance(item, str):
+                sent = True
+                yield _sse({**chunk, "choices": [{"index": 0, "delta": {"content": item}, "finish_reason": None}]})
+            else:
+                message, reason, usage = item
+                delta = {} if sent else {"content": message["content"]}
+                if message.get("tool_calls"):
+                    delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
+                choice = {"index": 0, "delta": delta, "finish_reason": reason}
+                yield _sse({**chunk, "usage": usage, "choices": [choice]})
+            item = await anyio.to_thread.run_sync(next, run, None)
+    except ClientGone:
+        return
+    except Exception as exc:  # the 200 is sent: the error becomes the stream's last event
+        log.exception("generation failed mid-stream")
+        yield _sse({"error": _server_error(exc)})
+    yield "data: [DONE]\n\n"
+
+
+async def _watch_disconnect(receive, gone: threading.Event) -> None:
+    """Set `gone` when the client disconnects (the request body has been read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+
+
+class _Stream(StreamingResponse):
+    """A streaming response that runs `on_close` however it ends: done, client gone, or cancelled."""
+
+    def __init__(self, body, on_close, media_type: str):
+        super().__init__(body, media_type=media_type)
+        self.on_close = on_close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.on_close()
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` is refused (413 when it says its length up front)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.max_bytes:
+            message = f"the request body must be at most {self.max_bytes:,} bytes"
+            response = JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                               "code": "request_too_large"}}, status_code=413)
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:  # a chunked body that grew past the limit: unreadable, so a 400
+                raise ValueError("request body too large")
+            return message
+
+        return await self.app(scope, limited, send)
 
 
 def _server_error(exc: Exception) -> dict:
