@@ -159,3 +159,39 @@ def test_the_right_key_opens_the_routes_and_health_is_open(server_url):
     assert httpx.get(f"{server_url}/health", trust_env=False).json()["status"] == "ok"
     client = openai.OpenAI(base_url=f"{server_url}/v1", api_key=KEY, max_retries=0)
     assert client.chat.completions.create(model="x", **HELLO).choices[0].message.role == "assistant"
+
+
+def test_sigterm_stops_the_cli_server_during_a_generation(tmp_path):
+    """`openglm serve` exits promptly on SIGTERM while a stream is running and another client has vanished."""
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", "from openglm.cli import app; app()", "serve", "--preset", "nano",
+                             "--port", str(port), "--api-key", KEY], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/health", trust_env=False).is_success:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        gone = raw_request(url, json.dumps({**json.loads(LONG), "stream": True}).encode())
+        gone.recv(64)
+        gone.close()
+        live = raw_request(url, json.dumps({**json.loads(LONG), "stream": True}).encode())
+        assert live.recv(64)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        assert time.monotonic() - start < 15
+        live.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert KEY not in proc.stdout.read().decode(errors="replace")
