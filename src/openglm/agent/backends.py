@@ -37,7 +37,19 @@ class BackendError(RuntimeError):
 class Generation:
     text: str                    # the turn in GLM-4 form
     tokens: int                  # tokens generated
-    finish_reason: str = "stop"  # "stop" or "length"
+    finish_reason: str = "stop"  # "stop", "length" or "repetition" (the reply went round in a loop)
+
+
+def looping(tokens: Sequence[int], max_period: int = 48, min_span: int = 64, min_repeats: int = 4) -> bool:
+    """Whether the tail of ``tokens`` is one block of up to ``max_period`` tokens repeated back to back,
+    at least ``min_repeats`` times and over ``min_span`` tokens: a loop a small model does not leave."""
+    for period in range(1, max_period + 1):
+        span = max(min_span, min_repeats * period)
+        if len(tokens) < span:
+            break
+        if tokens[-span + period:] == tokens[-span:-period]:
+            return True
+    return False
 
 
 class Backend:
@@ -77,13 +89,17 @@ class LocalBackend(Backend):
         stops = set(self.tok.stop_ids)
         # Specials are kept: a second <|assistant|> separates calls of one turn.
         decoder = self.tok.stream_decoder(skip_special=False)
-        text, n, reason = "", 0, "length"
+        text, n, reason, made = "", 0, "length", []
         constraint = ToolGrammar(self.tok, list(tools)) if self.guided_tools else None
         for (token,) in generate_ids(self.model, [ids], min(max_tokens, room), self.sampling, list(stops),
                                      self.tok.pad_id, constraint, self.prompt_cache):
             n += 1
             if token in stops:
                 reason = "stop"
+                break
+            made.append(token)
+            if looping(made):
+                reason = "repetition"
                 break
             delta = decoder.push(token)
             if delta:

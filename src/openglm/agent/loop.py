@@ -129,7 +129,8 @@ class Agent:
             calls = [(m, reply) for m, reply in segments if m.metadata]
             if not calls:
                 answer = "\n".join(reply.content for _, reply in segments if reply.content)
-                yield final(answer, "answer" if generation.finish_reason == "stop" else "max_tokens", step)
+                reason = {"stop": "answer", "repetition": "repetition"}.get(generation.finish_reason, "max_tokens")
+                yield final(answer, reason, step)
                 return
             stop = None
             for k, (message, reply) in enumerate(calls):
