@@ -5,7 +5,7 @@ second copy after its first token: the only way to get them right is an inductio
 (find the earlier occurrence of the current token, predict the token that followed it), so
 chance is 1 / number of token types. Copying a name into a tool call needs exactly this, and a
 small model reaches it only after a long plateau (Olsson et al., 2022, "In-context learning and
-induction heads"; for the nano agent: BENCHMARKS.md, session 12).
+induction heads"; for the nano agent: docs/experiments.md, 2026-11-29).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Copying a name or a number from a question into a tool call needs an induction mechanism
 (find the earlier occurrence of the current token, predict the token that followed it). A small
 model finds it only after a long loss plateau: on repeated random spans the nano model stays at
-chance for thousands of steps (BENCHMARKS.md, sessions 12-13). Written at one fixed length,
+chance for thousands of steps (docs/experiments.md, 2026-11-29). Written at one fixed length,
 though, a repeat is learnt in ~150 steps, by a purely positional head ("attend L-1 tokens back")
 that copies what it sees. The drill starts there and then widens the length range notch by
 notch: each widening leaves only a few candidate offsets, so matching by content, the real
@@ -12,7 +12,8 @@ induction mechanism, is learnt from a head that already copies.
 The range widens only when the drill is solved at the current one (accuracy >= `gate`), never by
 the clock: when and whether the content mechanism forms varies with the seed. On a fixed
 schedule, seed 0 formed it 150 steps into the widening, a seed-1 run never did in 600 steps
-(loss 8.0); gated, seeds 0, 1 and 2 were solved at steps 575, 475 and 475 (BENCHMARKS.md, session 16).
+(loss 8.0); gated, seeds 0, 1 and 2 were solved at steps 575, 475 and 475 (docs/experiments.md,
+"2026-11-29: a GPU screen finds the seed fragility").
 
 Each row is random token ids made of blocks `h h`, `h` of n random ids, n drawn from
 [shortest, span_max]; loss is taken inside each second copy only.

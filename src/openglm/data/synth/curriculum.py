@@ -1,7 +1,7 @@
 """Short conversations made from tasks, mixed into a small model's pre-training (and SFT).
 
 A nano model learns *what* a tool call looks like long before it learns to copy the
-question's numbers and names into it (measured: BENCHMARKS.md, session 10). Copying is learned
+question's numbers and names into it (measured: docs/experiments.md, 2026-11-29). Copying is learned
 from the number of copy examples seen, and a full task carries ~500 tokens of system prompt
 for ~20 tokens of call. These conversations drop the system prompt and stop after the first
 action, so one packed 2,048-token row holds ~40 of them instead of ~3:

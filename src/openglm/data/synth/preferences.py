@@ -30,7 +30,7 @@ def _perturb_number(rng: random.Random, text: str) -> str:
 
 def _wrong_action(rng: random.Random, task: Task, action: dict) -> dict:
     # Another operator on the same numbers teaches that the question's operator word picks it
-    # (the nano model's commonest arithmetic miss, session 22).
+    # (the nano model's commonest arithmetic miss; docs/experiments.md, 2026-11-30).
     symbol = OPERATOR_SYMBOLS.get(task.kind.removeprefix("arith-"))  # None for other kinds
     kind = rng.choice(["wrong_tool", "bad_arguments", "made_up"] + (["wrong_operator"] if symbol else []))
     if kind == "wrong_operator":

@@ -104,7 +104,7 @@ def conversation(tools: list[dict] | None, user: str, turns: list[tuple[str, str
 # ---- arithmetic solved with python -------------------------------------------------
 # round() only where the exact result has more digits than the answer: a percent of an integer
 # prints exactly as it is (n / 100 is the shortest float repr). With round() there too, the
-# nano model dropped it for "{b}乘以{a}%" (5 of 33 held-out arithmetic tasks, session 14).
+# nano model dropped it for "{b}乘以{a}%" (5 of 33 held-out arithmetic tasks; docs/experiments.md).
 ARITH = {
     "mul": ({"en": ["What is {a} times {b}?", "Calculate {a} multiplied by {b}.", "Multiply {a} by {b}.",
                     "What is the product of {a} and {b}?", "{a} times {b} equals what?", "Please work out {a} x {b}.",
@@ -190,7 +190,7 @@ ARITH = {
 }
 # Counterfactual twins: a training template of one operation with its operator word swapped for
 # another operation's ("请计算{a}与{b}的和。" -> "请计算{a}与{b}的差。"), so the operation is read from the
-# operator word and not from the sentence frame. Traces of the session-21 nano model: held-out
+# operator word and not from the sentence frame. Traces of a 2026-11-30 nano model: held-out
 # "{a}与{b}的差是多少？" was missed 11 times on three sets, 9 of them called with "+", the operation
 # of the add template "{a}与{b}之和是多少？" that has the same frame. Each slot holds the same word
 # for add, sub, mul and div; the first slot found in a template is swapped. Twins go in with the

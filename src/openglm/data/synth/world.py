@@ -8,7 +8,7 @@ Every figure is made up from a hash of the city name: it teaches tool use, not g
 Held-out entities are fixed by rule (every fourth city, operands = 3 mod 7) so training data
 never contains them. Training also gets 5,000 made-up cities: with the 36 real training cities
 (or even 600 made-up ones) a small model memorises city names instead of copying them from the
-question (measured, BENCHMARKS.md session 11), and a memorised name is never a held-out one.
+question (measured: docs/experiments.md, 2026-11-29), and a memorised name is never a held-out one.
 """
 
 from __future__ import annotations
@@ -82,12 +82,12 @@ REAL_CITIES = [City(*c, heldout=(i % 4 == 3)) for i, c in enumerate(_CITIES)]
 # Made-up training cities. Their names must be unpredictable, or the model learns to write
 # likely-looking names instead of copying (measured: with 52 place-name characters it wrote
 # "平清人口" for 维也纳): English ones are random sounds in consonant-vowel rhythm, clusters such as
-# "Sh" and "Zh" among them (with single letters only, the session-20 model never copied the "Sh" of
+# "Sh" and "Zh" among them (with single letters only, a 2026-11-30 model never copied the "Sh" of
 # Shenyang or Shenzhen: it wrote "革enyang", as real names start with pieces no made-up one had), Chinese ones
 # random characters among the 2,000 most frequent in the sample corpus (so each is one token of
 # a tokenizer learned on it; rarer ones split into bytes, much harder to copy). With the top 800
-# only, the session-15 model never copied 沈阳 or 雅加达 (0 of 8 first actions; 沈 and 雅 rank past
-# 800). No name contains a real one or sits inside one.
+# only, a 2026-11-29 model never copied 沈阳 or 雅加达 (0 of 8 first actions; 沈 and 雅 rank past
+# 800; docs/experiments.md). No name contains a real one or sits inside one.
 _CONSONANTS = list("bcdfghjklmnpqrstvwxyz") + ["sh", "ch", "zh", "th", "ng", "st", "br", "tr", "kr", "gu", "qi"]
 _VOWELS = list("aeiou") + ["ou", "ai", "ia", "ua", "ei", "en", "an"]
 _COMMON_HAN = (
