@@ -22,12 +22,11 @@ from rich.text import Text
 
 from .events import FinalEvent, ObservationEvent, TextDelta, ToolCallEvent, to_dict
 
-app = typer.Typer(help="The GLM-4 All Tools agent: python, browser, text-to-image and your functions.",
-                  add_completion=False, subcommand_metavar="",
+app = typer.Typer(add_completion=False, subcommand_metavar="", rich_markup_mode=None,
                   # options may follow the task: `openglm agent "task" --yes`
                   context_settings={"allow_interspersed_args": True})
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # paths and messages stay on one line, whatever the width
 
 BUILTINS = ("python", "browser", "cogview")
 DEFAULT_HOME = Path(os.environ.get("OPENGLM_HOME", Path.home() / ".openglm")) / "agent"
@@ -35,7 +34,8 @@ DEFAULT_HOME = Path(os.environ.get("OPENGLM_HOME", Path.home() / ".openglm")) / 
 
 @app.callback(invoke_without_command=True)
 def agent(
-    task: Annotated[str | None, typer.Argument(help="the task; without one, an interactive session starts")] = None,
+    task: Annotated[str | None, typer.Argument(metavar="TASK", help="the task; without one, an interactive "
+                                               "session starts")] = None,
     model: Annotated[Path | None, typer.Option("--model", "-m", help="local checkpoint directory")] = None,
     preset: Annotated[str | None, typer.Option(help="random-weight preset instead of the embedded model")] = None,
     endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1")]
@@ -60,18 +60,25 @@ def agent(
     = False,
     session: Annotated[str | None, typer.Option(help="resume this session id")] = None,
     home: Annotated[Path, typer.Option(help="where sessions and their files live")] = DEFAULT_HOME,
-    max_steps: Annotated[int, typer.Option(help="model turns per task")] = 10,
-    max_new_tokens: Annotated[int, typer.Option(help="tokens per model turn")] = 2048,
-    python_timeout: Annotated[float, typer.Option(help="seconds per python execution")] = 60.0,
-    multiple_calls: Annotated[bool, typer.Option(help="run every call of a turn (an extension)")] = False,
-    temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.0,
+    max_steps: Annotated[int, typer.Option(min=1, help="model turns per task")] = 10,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="tokens per model turn")] = 2048,
+    python_timeout: Annotated[float, typer.Option(min=0.0, help="seconds per python execution")] = 60.0,
+    multiple_calls: Annotated[bool, typer.Option("--multiple-calls", help="run every call of a turn (an extension)")]
+    = False,
+    temperature: Annotated[float, typer.Option(min=0.0, help="sampling temperature (0: greedy)")] = 0.0,
     compiled: Annotated[bool, typer.Option("--compile", help="local model: decode through a compiled step "
                                           "(faster tokens after a compile of ~1 min)")] = False,
     system: Annotated[str | None, typer.Option(help="system prompt for a new session")] = None,
     json_events: Annotated[bool, typer.Option("--json", help="print events as JSON lines")] = False,
     no_sandbox: Annotated[bool, typer.Option("--unsafe-no-sandbox", help="run python WITHOUT the jail")] = False,
 ) -> None:
-    """Run the agent on TASK (or interactively), showing each call, observation and answer."""
+    """The GLM-4 All Tools agent (python, browser, text-to-image and your functions): run it on TASK, or
+    interactively without one, showing each call, observation and answer.
+
+    \b
+    Example:
+      openglm agent "What is 2**20? Use python." --tools python
+    """
     from .loop import Agent, Limits
     from .session import SessionStore
 
@@ -144,10 +151,9 @@ def _builtin_tools(chosen, files: Path, docs, searxng, allow, images_endpoint, i
         elif docs:
             engine = LocalSearch(docs)
         else:  # the shipped collection the embedded model was trained on (with its result count)
-            from openglm.data.synth import world
-            from openglm.data.synth.tasks import BROWSER_RESULTS
+            from openglm.embedded import BROWSER_RESULTS, DOCS_DIR
 
-            engine, results = LocalSearch(world.DOCS_DIR), BROWSER_RESULTS
+            engine, results = LocalSearch(DOCS_DIR), BROWSER_RESULTS
         out.append(BrowserTool(engine, Fetcher(allow=allow), results=results))
     if "cogview" in chosen:
         if diffusers:
@@ -179,7 +185,7 @@ def _backend(model, preset, endpoint, api_key, served_model, temperature, compil
 
     if endpoint:
         return OpenAIBackend(endpoint, api_key, served_model, temperature=temperature)
-    from openglm.cli import load_for_inference
+    from openglm.loading import load_for_inference
 
     m, tok = load_for_inference(model, preset, compiled=compiled)
     return LocalBackend(m, tok, temperature=temperature)

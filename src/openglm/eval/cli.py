@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="evaluate models", no_args_is_help=True)
+app = typer.Typer(help="Evaluate models: agent tool use on held-out tasks, in-context copying.", no_args_is_help=True,
+                  add_completion=False, rich_markup_mode=None,
+                  epilog="\b\nExample:\n  openglm eval agent --n 20")
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="checkpoint directory (default: the "
                                                "embedded nano agent model)")]
 
@@ -15,7 +17,7 @@ ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="checkpoint
 @app.command("agent")
 def agent_eval(
     model: ModelOpt = None,
-    n: Annotated[int, typer.Option(help="number of held-out tasks")] = 50,
+    n: Annotated[int, typer.Option(min=1, help="number of held-out tasks")] = 50,
     seed: Annotated[int, typer.Option(help="task generator seed")] = 0,
     baseline: Annotated[bool, typer.Option(help="also ask each question with no tools offered")] = True,
     out: Annotated[Path | None, typer.Option(help="write summary.json and summary.md here")] = None,
@@ -25,10 +27,15 @@ def agent_eval(
                                            "after a compile of ~1 min)")] = False,
 ) -> None:
     """Tool-use metrics on held-out synthetic tasks: valid calls, tool choice, argument match,
-    and answer accuracy with tools vs without."""
+    and answer accuracy with tools vs without.
+
+    \b
+    Example:
+      openglm eval agent --n 20 --out runs/eval
+    """
     from openglm.agent import LocalBackend
-    from openglm.cli import load_for_inference
     from openglm.data.synth import generate_tasks
+    from openglm.loading import load_for_inference
 
     from .agent import evaluate, markdown, to_json
 
@@ -46,17 +53,22 @@ def agent_eval(
 @app.command("induction")
 def induction_eval(
     model: ModelOpt = None,
-    rows: Annotated[int, typer.Option(help="random rows, one repeated span each")] = 64,
+    rows: Annotated[int, typer.Option(min=1, help="random rows, one repeated span each")] = 64,
     seq_len: Annotated[int, typer.Option(help="tokens per row")] = 128,
     seed: Annotated[int, typer.Option(help="seed of the random rows")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """In-context copying: next-token accuracy inside a span the model has seen earlier in the
-    row (what copying a name into a tool call needs), against chance."""
+    row (what copying a name into a tool call needs), against chance.
+
+    \b
+    Example:
+      openglm eval induction --model runs/speedrun/final --json
+    """
     import json
 
-    from openglm.cli import load_for_inference
     from openglm.io import load_model
+    from openglm.loading import load_for_inference
 
     from .induction import induction_score
 

@@ -11,6 +11,7 @@ tensor, and returns no half-loaded model.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from contextlib import ExitStack
 from pathlib import Path
@@ -218,17 +219,35 @@ def save_model(model: GLM, out_dir: str | Path, layout: str = "hf", dtype: torch
         old.unlink(missing_ok=True)
     if len(shards) == 1:
         save_file(shards[0], str(out / "model.safetensors"), metadata={"format": "pt"})
+        _usual_mode(out / "model.safetensors")
         return out
     weight_map, total = {}, 0
     for k, shard in enumerate(shards, 1):
         fname = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
         save_file(shard, str(out / fname), metadata={"format": "pt"})
+        _usual_mode(out / fname)
         for name, t in shard.items():
             weight_map[name] = fname
             total += t.numel() * t.element_size()
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (out / INDEX).write_text(json.dumps(index, indent=2) + "\n")
     return out
+
+
+def _umask() -> int:
+    try:  # read, not set: setting it to learn it would briefly change it for every thread
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def _usual_mode(path: Path) -> None:
+    """safetensors writes its files 0600 (through a temporary file); give them the mode every other
+    file gets (0644 under the usual umask), so a saved model can be shared like the rest of its folder."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def convert(src: str | Path, dst: str | Path, layout: str = "hf", dtype: torch.dtype | None = None,

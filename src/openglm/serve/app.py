@@ -128,7 +128,8 @@ class Engine:
             self.lock.release()
         reply = parse_assistant(text, allow_multiple=True)
         message = {"role": "assistant", "content": text} if reply.error else to_openai(reply)
-        reason = "tool_calls" if message.get("tool_calls") else ("length" if gen.finish_reason in ("length", "repetition") else "stop")
+        cut = gen.finish_reason in ("length", "repetition")  # OpenAI has no reason for a reply stopped in a loop
+        reason = "tool_calls" if message.get("tool_calls") else ("length" if cut else "stop")
         completion = gen.tokens or len(self.tok.encode(text))  # a stop-string cut counts the text kept
         yield message, reason, {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                                 "total_tokens": prompt_tokens + completion}

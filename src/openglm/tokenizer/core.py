@@ -9,12 +9,14 @@ text", stop/pad ids, chat encoding and incremental (streaming) decoding.
 
 from __future__ import annotations
 
-import base64
 import codecs
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import tiktoken
+
+# Rank files and the pad token live in .ranks so that .hf (which core calls to save) needs nothing of core.
+from .ranks import PAD_TOKEN, parse_rank_file, read_rank_file, write_rank_file  # noqa: F401 (re-exported)
 
 # GLM-4's pre-tokenizer split pattern (from the glm-4-9b-chat release). It is
 # cl100k's pattern with the contractions written as one case-insensitive group.
@@ -35,9 +37,6 @@ COPY_FRIENDLY_PAT_STR = (
     r"\p{Han}|\p{N}{1,3}|[^\s\p{Han}\p{N}\p{P}\p{S}]+|[\p{P}\p{S}]+|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-PAD_TOKEN = "<|endoftext|>"
-
-
 def glm4_special_tokens() -> list[str]:
     """The 14 GLM-4 special token strings in id order (owned by openglm.chat)."""
     # Imported lazily: openglm.chat is the single source of truth for the
@@ -53,41 +52,6 @@ def glm4_stop_tokens() -> list[str]:
     from openglm.chat import STOP_TOKENS
 
     return list(STOP_TOKENS)
-
-
-# ---------------------------------------------------------------------------
-# tiktoken rank files: one "base64(token_bytes) rank" pair per line.
-
-
-def parse_rank_file(data: bytes | str) -> dict[bytes, int]:
-    """Parse the contents of a tiktoken rank file into ``{token_bytes: rank}``."""
-    if isinstance(data, str):
-        data = data.encode("ascii")
-    ranks: dict[bytes, int] = {}
-    for lineno, line in enumerate(data.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            tok, rank = line.split()
-            ranks[base64.b64decode(tok, validate=True)] = int(rank)
-        except ValueError as e:  # binascii.Error is a ValueError too
-            raise ValueError(f"bad rank file line {lineno}: {line[:80]!r}") from e
-    return ranks
-
-
-def read_rank_file(path: str | Path) -> dict[bytes, int]:
-    return parse_rank_file(Path(path).read_bytes())
-
-
-def write_rank_file(path: str | Path, ranks: Mapping[bytes, int]) -> None:
-    lines = [
-        f"{base64.b64encode(tok).decode('ascii')} {rank}\n"
-        for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1])
-    ]
-    Path(path).write_text("".join(lines), encoding="ascii")
-
-
-# ---------------------------------------------------------------------------
 
 
 class Tokenizer:

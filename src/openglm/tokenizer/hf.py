@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .core import PAD_TOKEN, write_rank_file
+from .ranks import PAD_TOKEN, write_rank_file
 
 if TYPE_CHECKING:
     from .core import Tokenizer

@@ -13,35 +13,46 @@ from typing import Annotated
 import typer
 
 app = typer.Typer(help="Training: pre-training, SFT, DPO (LoRA optional), resumable and distributed.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 
-ConfigArg = Annotated[Path | None, typer.Argument(help="YAML config (see configs/)", exists=True, dir_okay=False)]
+ConfigArg = Annotated[Path | None, typer.Argument(metavar="CONFIG", help="YAML config (see configs/)", exists=True,
+                                                  dir_okay=False)]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a config key: key=value")]
 OutOpt = Annotated[str | None, typer.Option("--out-dir", "-o", help="output directory")]
-StepsOpt = Annotated[int | None, typer.Option("--max-steps", help="optimizer steps")]
+StepsOpt = Annotated[int | None, typer.Option("--max-steps", min=1, help="optimizer steps")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in the output dir")]
 
 
 def _config(cls, config, overrides, out_dir, max_steps, resume):
     from .config import parse_overrides
 
-    extra = parse_overrides(overrides or [])
-    if out_dir is not None:
-        extra["out_dir"] = out_dir
-    if max_steps is not None:
-        extra["max_steps"] = max_steps
-    if resume:
-        extra["resume"] = True
+    if config is None and not overrides:  # every field at its default trains on nothing
+        stage = cls.STAGE
+        raise typer.BadParameter(f"no config given: openglm {stage} CONFIG.yaml, e.g. configs/nano_{stage}.yaml "
+                                 "(or set every field with --set key=value)")
+
     try:
+        extra = parse_overrides(overrides or [])
+        if out_dir is not None:
+            extra["out_dir"] = out_dir
+        if max_steps is not None:
+            extra["max_steps"] = max_steps
+        if resume:
+            extra["resume"] = True
         return cls.from_yaml(config, extra)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+    except ValueError as e:  # pydantic's ValidationError too; the command line prints the cause in one line
+        raise typer.BadParameter(str(e)) from e
 
 
 @app.command()
 def pretrain(config: ConfigArg = None, set_: SetOpt = None, out_dir: OutOpt = None, max_steps: StepsOpt = None,
              resume: ResumeOpt = False):
-    """Pre-train on token shards (causal LM or GLM blank infilling)."""
+    """Pre-train on token shards (causal LM or GLM blank infilling).
+
+    \b
+    Example:
+      openglm pretrain configs/nano_pretrain.yaml --set lr=1e-3 --max-steps 200
+    """
     from .config import TrainConfig
     from .stages import run_pretrain
 
@@ -51,7 +62,12 @@ def pretrain(config: ConfigArg = None, set_: SetOpt = None, out_dir: OutOpt = No
 @app.command()
 def sft(config: ConfigArg = None, set_: SetOpt = None, out_dir: OutOpt = None, max_steps: StepsOpt = None,
         resume: ResumeOpt = False):
-    """Supervised fine-tuning on {"messages": [...]} JSONL (loss on assistant tokens only)."""
+    """Supervised fine-tuning on {"messages": [...]} JSONL (loss on assistant tokens only).
+
+    \b
+    Example:
+      openglm sft configs/nano_sft.yaml -o runs/sft --set lora.rank=8
+    """
     from .config import SFTConfig
     from .stages import run_sft
 
@@ -61,7 +77,12 @@ def sft(config: ConfigArg = None, set_: SetOpt = None, out_dir: OutOpt = None, m
 @app.command()
 def dpo(config: ConfigArg = None, set_: SetOpt = None, out_dir: OutOpt = None, max_steps: StepsOpt = None,
         resume: ResumeOpt = False):
-    """Direct preference optimisation on chosen/rejected pairs."""
+    """Direct preference optimisation on chosen/rejected pairs.
+
+    \b
+    Example:
+      openglm dpo configs/nano_dpo.yaml -o runs/dpo
+    """
     from .config import DPOConfig
     from .stages import run_dpo
 

@@ -1,0 +1,5 @@
+"""`python -m openglm`: the `openglm` command."""
+
+from openglm.cli import main
+
+main()

@@ -1,0 +1,66 @@
+"""A model and tokenizer ready for inference: a checkpoint, a random-weight preset, or the embedded model.
+
+Shared by every front end (the CLI's generate/chat/serve, the agent and eval commands), below
+all of them, so none imports another to load a model. torch is imported on first use only.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .embedded import EMBEDDED_DIR
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def load_for_inference(model_dir: str | Path | None = None, preset: str | None = None, dtype: str = "auto",
+                       compiled: bool = False, say: Callable[[str], None] = _stderr):
+    """(model, tokenizer): a checkpoint directory; else a random-weight `preset`; else the embedded
+    nano agent model shipped in the package (random `nano` weights if none is shipped).
+
+    dtype: one of DTYPES (auto: as stored). compiled: decode through a compiled step
+    (infer.compile_decoding). `say` gets the notes meant for a person (random weights, compile time).
+    A bad checkpoint raises io.CheckpointError (a ValueError) naming the file at fault."""
+    dtype = getattr(dtype, "value", dtype)  # a str Enum from a CLI
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    model, tok = _load(Path(model_dir) if model_dir is not None else None, preset, dtype, say)
+    if compiled:
+        from .infer import compile_decoding
+
+        compile_decoding(model)
+        say("the decoding step compiles on first use: ~30-60 s, again for each new batch size or "
+            "context bucket (256, 512, 1024, ... tokens)")
+    return model, tok
+
+
+def _load(model_dir: Path | None, preset: str | None, dtype: str, say: Callable[[str], None]):
+    import torch
+
+    from .io import load_model
+    from .model import GLM, GLMConfig
+    from .tokenizer import default_tokenizer, load_tokenizer
+
+    if model_dir is None and preset is None and (EMBEDDED_DIR / "config.json").exists():
+        model_dir = EMBEDDED_DIR
+    if model_dir is None:
+        preset = preset or "nano"
+        say(f"using the '{preset}' preset with RANDOM weights (its output is noise; pass --model DIR for a "
+            "trained checkpoint)")
+        torch.manual_seed(0)
+        model, tok = GLM(GLMConfig.from_preset(preset)), default_tokenizer()
+        if model.config.vocab_size < tok.vocab_size:
+            raise ValueError(f"preset {preset} has {model.config.vocab_size} embeddings, "
+                             f"the default tokenizer needs {tok.vocab_size}")
+        return model.for_inference(), tok
+    model = load_model(model_dir, dtype=None if dtype == "auto" else getattr(torch, dtype))
+    tok = load_tokenizer(model_dir)
+    if dtype != "auto":  # an explicit dtype is kept even where this CPU runs it slowly
+        return model.eval().pack_weights(), tok
+    return model.for_inference(), tok
