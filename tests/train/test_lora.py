@@ -93,3 +93,15 @@ def test_sft_with_lora_writes_adapter_and_merged_model(tmp_path):
     cfg.out_dir, cfg.resume = str(tmp_path / "straight"), False
     run_sft(cfg)
     assert read_log(tmp_path)[3]["loss"] == read_log(tmp_path / "straight")[3]["loss"]
+
+
+def test_saved_adapter_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        save_adapter(_lora_model(), tmp_path / "adapter")
+    finally:
+        os.umask(old)
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        assert os.stat(tmp_path / "adapter" / name).st_mode & 0o777 == 0o644, name

@@ -243,8 +243,9 @@ class _Display:
             console.print(Panel(Text(text), title=title, title_align="left",
                                 border_style="red" if event.is_error else "green"))
         elif isinstance(event, FinalEvent):
-            if event.reason != "answer":
-                console.print(f"[bold yellow]stopped: {event.reason}[/] {escape(event.content)}")
+            if event.reason != "answer":  # a cut reply was streamed already: only say why it ended
+                streamed = event.reason in ("repetition", "max_tokens")
+                console.print(f"[bold yellow]stopped: {event.reason}[/] " + ("" if streamed else escape(event.content)))
             console.print(f"[dim]{event.steps} steps, {event.tokens} tokens, {event.seconds:.1f} s[/dim]")
             sys.stdout.flush()
 

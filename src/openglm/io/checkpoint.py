@@ -219,13 +219,13 @@ def save_model(model: GLM, out_dir: str | Path, layout: str = "hf", dtype: torch
         old.unlink(missing_ok=True)
     if len(shards) == 1:
         save_file(shards[0], str(out / "model.safetensors"), metadata={"format": "pt"})
-        _usual_mode(out / "model.safetensors")
+        usual_mode(out / "model.safetensors")
         return out
     weight_map, total = {}, 0
     for k, shard in enumerate(shards, 1):
         fname = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
         save_file(shard, str(out / fname), metadata={"format": "pt"})
-        _usual_mode(out / fname)
+        usual_mode(out / fname)
         for name, t in shard.items():
             weight_map[name] = fname
             total += t.numel() * t.element_size()
@@ -244,7 +244,7 @@ def _umask() -> int:
         return mask
 
 
-def _usual_mode(path: Path) -> None:
+def usual_mode(path: Path) -> None:
     """safetensors writes its files 0600 (through a temporary file); give them the mode every other
     file gets (0644 under the usual umask), so a saved model can be shared like the rest of its folder."""
     os.chmod(path, 0o666 & ~_umask())

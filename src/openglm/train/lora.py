@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from ..io.checkpoint import usual_mode
 from ..io.layouts import HF
 from ..model.glm import Linear
 
@@ -183,4 +184,5 @@ def save_adapter(model: nn.Module, out_dir: str | Path, lora_state: dict[str, to
     out.mkdir(parents=True, exist_ok=True)
     (out / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     save_file(tensors, str(out / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    usual_mode(out / ADAPTER_WEIGHTS)
     return out
