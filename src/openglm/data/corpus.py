@@ -8,7 +8,10 @@ import json
 from importlib import resources
 from pathlib import Path
 
-import zstandard
+from .._deps import extra_imports
+
+with extra_imports("data"):
+    import zstandard
 
 SPLITS = ("train", "heldout")
 

@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import zstandard
-
+from .._deps import extra_imports
 from .records import ORD_SHIFT, make_row, reject
+
+with extra_imports("data"):
+    import zstandard
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
 TEXT_SUFFIXES = (".txt", ".md", ".rst")

