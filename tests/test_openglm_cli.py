@@ -95,7 +95,7 @@ def _unboxed(output: str) -> str:
     (["--set", "pretrain_step=700"], "no field 'pretrain_step'"),
     (["--set", "pretrain_steps=fast"], "'pretrain_steps' must be int, got 'fast'"),
     (["--set", "steps"], "is not key=value"),
-    (["--preset", "huge"], "unknown speedrun preset 'huge'"),
+    (["--budget", "huge"], "unknown speedrun budget 'huge'"),
 ])
 def test_speedrun_refuses_a_bad_budget_before_any_stage(tmp_path, args, message):
     r = runner.invoke(app, ["speedrun", "--out", str(tmp_path / "run"), *args])

@@ -396,7 +396,9 @@ def serve(
     Example:
       OPENGLM_API_KEY=secret openglm serve --port 8000
     """
-    import uvicorn
+    from ._deps import require
+
+    uvicorn = require("uvicorn", "serve")
 
     from .serve import create_app
 
@@ -457,8 +459,9 @@ def info(
 def speedrun(
     out: Annotated[Path, typer.Option(help="run directory (rerun the same command to resume)")] = Path(
         "runs/speedrun"),
-    preset: Annotated[str, typer.Option(help="budget preset: nano (55 min on 2 AVX2 cores, fp32) "
-                                             "or tiny (a smoke test)")] = "nano",
+    budget: Annotated[str, typer.Option("--budget", "--preset", help="run budget: full (55 min on 2 AVX2 cores, "
+                                        "fp32) or smoke (a few minutes, a smoke test); nano and tiny are "
+                                        "their former names")] = "full",
     seed: Annotated[int, typer.Option(help="seed of every stage")] = 0,
     install: Annotated[bool, typer.Option("--install", help="copy the result into the package as the embedded "
                                           "default model")] = False,
@@ -469,21 +472,18 @@ def speedrun(
 
     \b
     Example:
-      openglm speedrun --out runs/speedrun --set pretrain_steps=700
+      openglm speedrun --out runs/speedrun --budget full --set pretrain_steps=700
     """
-    from .speedrun import PRESETS, Speedrun
+    from .speedrun import BUDGET_ALIASES, Speedrun, budget_named
     from .speedrun import install as install_model
     from .train.config import parse_overrides
 
-    if preset not in PRESETS:
-        raise typer.BadParameter(f"unknown speedrun preset {preset!r}; choose one of {', '.join(PRESETS)}",
-                                 param_hint="--preset")
     try:
-        budget = PRESETS[preset].with_overrides(parse_overrides(set_ or []))
-        run = Speedrun(out, preset="nano", seed=seed, budget=budget)
+        chosen = budget_named(budget).with_overrides(parse_overrides(set_ or []))
+        run = Speedrun(out, model="nano", seed=seed, budget=chosen, budget_name=BUDGET_ALIASES.get(budget, budget))
         run.record_settings()
     except ValueError as e:
-        raise typer.BadParameter(str(e)) from e
+        raise typer.BadParameter(str(e), param_hint="--budget") from e
     report = run.run()
     _say(f"report: {report}")
     if install:
