@@ -30,6 +30,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ._deps import require
+from .chat.protocol import pad_and_stop_ids
 from .embedded import EMBEDDED_DIR  # where `install` puts the model; a constant any layer may import
 
 console = Console(stderr=True)
@@ -241,7 +242,7 @@ class Speedrun:
             docs = _with_repeats(self.stage_dir("data") / "corpus.txt", b.pretrain_repeat_fraction, self.seed)
             mixed_token_shard(load_tokenizer(self.stage_dir("tokenizer")), docs, chats, tokens, self.seed,
                               b.pretrain_copy_fraction)
-        overrides = {"vocab_size": b.vocab_size, "num_kv_heads": b.num_kv_heads, **_special_ids(b.vocab_size)}
+        overrides = {"vocab_size": b.vocab_size, "num_kv_heads": b.num_kv_heads, **pad_and_stop_ids(b.vocab_size)}
         start = self._copy_drill(d / "drill", overrides) if b.drill_steps else None
         cfg = self._train_cfg(TrainConfig, d, model=str(start or self.model),
                               model_overrides={} if start else overrides,
@@ -401,12 +402,6 @@ def _induction_table(path: Path) -> list[str]:
     rows = [f"| {s} | {v['accuracy']:.1%} | {v['loss']:.2f} | {v['chance_loss']:.2f} |" for s, v in scores.items()]
     return ["## In-context copying (induction) after each stage", "",
             "| after | accuracy | loss | chance loss |", "|---|---|---|---|", *rows, ""]
-
-
-def _special_ids(vocab: int) -> dict:
-    """pad/eos ids of a tokenizer whose 14 GLM-4 specials end its vocabulary."""
-    base = vocab - 14
-    return {"pad_token_id": base, "eos_token_ids": [base, base + 7, base + 9]}
 
 
 def _with_repeats(corpus: Path, fraction: float, seed: int) -> list[str]:

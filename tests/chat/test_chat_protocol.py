@@ -40,3 +40,16 @@ def test_bundled_template_is_readable_from_the_package():
 def test_chat_package_does_not_import_torch():
     code = "import sys, openglm.chat; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pad_and_stop_ids_come_from_the_protocol_and_match_the_tokenizers():
+    from openglm.chat.protocol import pad_and_stop_ids
+    from openglm.model import GLMConfig
+    from openglm.tokenizer import default_tokenizer
+
+    assert pad_and_stop_ids() == {"pad_token_id": 151329, "eos_token_ids": [151329, 151336, 151338]}
+    tok = default_tokenizer()
+    ids = pad_and_stop_ids(16384)
+    assert ids["pad_token_id"] == tok.pad_id and sorted(ids["eos_token_ids"]) == sorted(tok.stop_ids)
+    nano = GLMConfig.from_preset("nano")
+    assert (nano.pad_token_id, nano.eos_token_ids) == (ids["pad_token_id"], ids["eos_token_ids"])

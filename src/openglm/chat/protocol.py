@@ -55,6 +55,13 @@ def special_token_ids(base_vocab: int = GLM4_BASE_VOCAB) -> dict[str, int]:
     return {tok: base_vocab + i for i, tok in enumerate(SPECIAL_TOKENS)}
 
 
+def pad_and_stop_ids(vocab_size: int = GLM4_BASE_VOCAB + len(SPECIAL_TOKENS)) -> dict:
+    """``pad_token_id`` and ``eos_token_ids`` of a vocabulary that ends with the specials, as a model config
+    names them (glm-4-9b-chat: 151329 and [151329, 151336, 151338])."""
+    ids = special_token_ids(vocab_size - len(SPECIAL_TOKENS))
+    return {"pad_token_id": ids["<|endoftext|>"], "eos_token_ids": [ids[t] for t in STOP_TOKENS]}
+
+
 # ---- the system block the template emits for a message that carries ``tools`` ----
 
 DEFAULT_SYSTEM_PROMPT = (

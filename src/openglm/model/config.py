@@ -8,7 +8,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-GLM4_STOP_IDS = (151329, 151336, 151338)  # <|endoftext|>, <|user|>, <|observation|>
+from ..chat.protocol import pad_and_stop_ids
+
+GLM4_IDS = pad_and_stop_ids()  # glm-4-9b-chat: pad 151329, stop on <|endoftext|>, <|user|>, <|observation|>
+GLM4_STOP_IDS = tuple(GLM4_IDS["eos_token_ids"])
 
 
 @dataclass
@@ -30,7 +33,7 @@ class GLMConfig:
     tie_embeddings: bool = False
     sandwich_norm: bool = False  # GLM-4-0414: extra RMSNorm on attention and MLP outputs
     init_std: float = 0.02
-    pad_token_id: int = 151329
+    pad_token_id: int = GLM4_IDS["pad_token_id"]
     eos_token_ids: list[int] = field(default_factory=lambda: list(GLM4_STOP_IDS))
     name: str = "custom"
 
@@ -84,7 +87,7 @@ class GLMConfig:
             vocab_size=vocab_size, hidden_size=hidden, num_layers=depth, num_heads=heads,
             num_kv_heads=kv_heads, head_dim=64, ffn_hidden_size=ffn, max_seq_len=2048,
             rope_theta=10000.0, norm_eps=1e-5, tie_embeddings=True,
-            pad_token_id=vocab_size - 14, eos_token_ids=[vocab_size - 14, vocab_size - 7, vocab_size - 5],
+            **pad_and_stop_ids(vocab_size),
             name=f"depth-{depth}",
         )
         base.update(overrides)
@@ -284,7 +287,7 @@ def _from_openglm(raw) -> GLMConfig:
 
 def _common(r: _Reader) -> None:
     """Token ids and embedding tying: the same keys in both formats."""
-    r.take("pad_token_id", "pad_token_id", default=151329)
+    r.take("pad_token_id", "pad_token_id", default=GLM4_IDS["pad_token_id"])
     eos = r.take("eos_token_ids", "eos_token_id", default=list(GLM4_STOP_IDS))
     if not isinstance(eos, list | tuple):
         r.values["eos_token_ids"] = [eos]
