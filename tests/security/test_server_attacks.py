@@ -10,8 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import openai
 import pytest
-
-from conftest import KEY
+from live_server import KEY
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 HELLO = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}

@@ -7,10 +7,9 @@ import itertools
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from live_server import KEY, running, small_model
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-
-from conftest import KEY, running, small_model
 
 EXAMPLES = 100  # per operation and mode (valid, invalid): about half a minute on 2 cores
 
