@@ -31,6 +31,7 @@ SHAPES = [(1, 512), (8, 128)]
 
 def bench_dtype(dtype: torch.dtype, rounds: int, llama: LlamaCpp | None) -> dict:
     ours, hf = make_pair(dtype)
+    ours.for_inference(upcast=False, pack=False)  # the CPU inference modules, in the dtype under test
     gguf = llama.convert(hf, dtype) if llama else None
     name = str(dtype).removeprefix("torch.")
     rows = {}

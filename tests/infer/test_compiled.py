@@ -109,19 +109,39 @@ def test_a_compiled_model_can_be_freed():
 
 def test_guards_check_only_the_model_identity(monkeypatch):
     """Each step checks dynamo's guards; those on the model's modules and parameters (~10 a layer)
-    are dropped but one, or a 12-layer model pays ~0.5 ms a token for them."""
-    kept, dropped = [], []
-    keep_guard = compiled._keep_guard
+    are dropped but its identity, or a 12-layer model pays ~0.5 ms a token for them. The filter
+    leans on torch's own nn-module filter and on guard values: this fails if either changes."""
+    seen = []
+    keep_guards = compiled.CompiledDecoder.keep_guards
 
-    def spy(entries):
-        keep = keep_guard(entries)
-        for e, k in zip(entries, keep):
-            (kept if k else dropped).append(e.name)
+    def spy(self, entries):
+        keep = keep_guards(self, entries)
+        seen.extend(zip(entries, keep))
         return keep
 
-    monkeypatch.setattr(compiled, "_keep_guard", spy)
-    model = openglm.GLM(openglm.GLMConfig.from_depth(1, vocab_size=64)).eval()
+    monkeypatch.setattr(compiled.CompiledDecoder, "keep_guards", spy)
+    model = openglm.GLM(openglm.GLMConfig.from_depth(1, vocab_size=64)).for_inference()
     compile_decoding(model)
     list(generate_ids(model, [[1, 2, 3]], 3))
-    assert [n for n in kept if n.startswith(compiled._MODEL_GUARDS)] == [compiled._MODEL_IDENTITY]
-    assert len(dropped) > 20
+    kept = [e for e, k in seen if k]
+    on_model = [e for e in kept if e.has_value and isinstance(e.value, (torch.nn.Module, torch.nn.Parameter))]
+    assert {id(e.value) for e in on_model} == {id(model), id(model.embed.weight)}, [e.name for e in on_model]
+    assert len(on_model) < 8, [e.name for e in on_model]
+    assert sum(not k for _, k in seen) > 20, [e.name for e, _ in seen]
+
+
+def test_the_step_runs_the_models_own_forward(monkeypatch):
+    """No second copy of the forward: the compiled step traces GLM.forward, with a real KVCache."""
+    calls = []
+    forward = openglm.GLM.forward
+
+    def spy(self, *args, **kw):
+        calls.append(type(kw.get("cache")))
+        return forward(self, *args, **kw)
+
+    monkeypatch.setattr(openglm.GLM, "forward", spy)
+    model = openglm.GLM(openglm.GLMConfig.from_depth(1, vocab_size=64)).eval()
+    compile_decoding(model)
+    assert model.compiled_decoder is compiled_decoder(model)
+    list(generate_ids(model, [[1, 2, 3]], 3))
+    assert compiled.SlotKVCache in calls and issubclass(compiled.SlotKVCache, openglm.model.KVCache)

@@ -14,19 +14,20 @@ CONFIGS = [
          rope_parameters={"rope_type": "default", "rope_theta": 5e6, "partial_rotary_factor": 0.5}),
     dict(num_key_value_heads=4, head_dim=8, vocab_size=129, tie_word_embeddings=True, rms_norm_eps=1.5625e-7),
 ]
-CASES = [(v, i) for v in ("glm", "glm4") for i in range(len(CONFIGS))]
+# Each also with the CPU inference modules swapped in (for_inference), which must match as well.
+CASES = [(v, i, s) for v in ("glm", "glm4") for i in range(len(CONFIGS)) for s in ("reference", "fast")]
 
 
-@pytest.fixture(params=CASES, ids=[f"{v}-{i}" for v, i in CASES])
+@pytest.fixture(params=CASES, ids=[f"{v}-{i}-{s}" for v, i, s in CASES])
 def pair(request, tmp_path):
-    variant, i = request.param
+    variant, i, setting = request.param
     hf = make_hf(variant, seed=i, **CONFIGS[i])
     hf.save_pretrained(tmp_path, safe_serialization=True)
-    ours = io.load_model(tmp_path, dtype=torch.float32).eval()
-    return hf, ours
+    ours = io.load_model(tmp_path, dtype=torch.float32)
+    return hf, ours.for_inference() if setting == "fast" else ours.eval()
 
 
-@pytest.mark.parametrize("length", [37, 401])  # 401: prompts that take halved_causal_attention
+@pytest.mark.parametrize("length", [37, 401])  # 401: fast prompts take halved_causal_attention
 def test_full_forward_matches(pair, length):
     hf, ours = pair
     ids = torch.randint(0, hf.config.vocab_size, (2, length), generator=torch.Generator().manual_seed(1))

@@ -3,19 +3,20 @@
 Eager decoding of a small model on a CPU spends much of each token in per-call overhead
 (a 12-layer model with almost no weights still takes ~10 ms a token), and the matrix-vector
 products of the libraries PyTorch calls stream weights well below the memory bandwidth. The
-compiled step fixes both: inductor traces the whole token (embedding to logits) into one
-C++ graph, freezes the weights as constants, and with max-autotune picks its own GEMM
-templates, whose pre-packed vectorised kernels stream weights faster than MKL or oneDNN
-(measured in BENCHMARKS.md).
+compiled step fixes both: inductor traces the model's own forward over one token (embedding
+to logits) into one C++ graph, freezes the weights as constants, and with max-autotune picks
+its own GEMM templates, whose pre-packed vectorised kernels stream weights faster than MKL or
+oneDNN (measured in BENCHMARKS.md).
 
 Shapes must be static for that, so the step attends over a KV cache of fixed capacity
 (rounded up to a power of two, so a few buckets serve all lengths) under a mask of the
-filled slots; the new token's keys and values are written at a slot given as a tensor.
+filled slots; the new token's keys and values are written at a slot given as a tensor
+(`SlotKVCache`).
 The prompt itself is run by the eager model (prefill is a few large matrix multiplies,
 where compiling gains little). Compiling takes tens of seconds once per (batch size,
 capacity) and process; freezing bakes in the weights, so compile after they are final.
 
-    openglm.infer.compile_decoding(model)   # later generate() calls take the compiled path
+    openglm.infer.compile_decoding(model)   # sets model.compiled_decoder; generate() takes it
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import weakref
 
 import torch
 
-from ..model.glm import GLM, KVCache, rope_rotations
+from ..model.glm import GLM, KVCache
 
 MIN_CAPACITY = 256
 
@@ -36,41 +37,40 @@ def capacity_for(n_tokens: int) -> int:
     return max(MIN_CAPACITY, 1 << (n_tokens - 1).bit_length())
 
 
-class _SlotCache:
-    """The view of a KVCache that a compiled step sees: it writes one position at a slot held
-    in a tensor (a changing Python int would recompile the graph) and returns every slot."""
+class SlotKVCache(KVCache):
+    """A KVCache as a compiled step extends it: the same per-layer tensors as `cache` (nothing is
+    allocated), the new position written at a slot held in a tensor (a Python int would be baked
+    into the graph: one graph per position), and every slot returned, for attention under a mask
+    of the filled ones. GLM.forward's `cache.length += 1` advances that tensor."""
 
     def __init__(self, cache: KVCache):
-        self.k, self.v = cache.k, cache.v
-        self.slot = torch.full((1,), cache.length, dtype=torch.long, device=cache.k[0].device)
+        self.k, self.v, self.max_len = cache.k, cache.v, cache.max_len
+        self.length = torch.full((1,), cache.length, dtype=torch.long, device=cache.k[0].device)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        self.k[layer].index_copy_(2, self.slot, k)
-        self.v[layer].index_copy_(2, self.slot, v)
+        self.k[layer].index_copy_(2, self.length, k)
+        self.v[layer].index_copy_(2, self.length, v)
         return self.k[layer], self.v[layer]
 
 
+def _next_token_logits(model: GLM, ids, position_ids, mask, cache: SlotKVCache) -> torch.Tensor:
+    """What the compiled step traces: the model's own forward over one new token."""
+    return model(ids, attention_mask=mask, position_ids=position_ids, cache=cache)[:, -1]
+
+
 class CompiledDecoder:
-    """A model's one-token decoding step, compiled; call it with the eager prefill's cache."""
+    """A model's one-token decoding step, compiled; `compile_decoding` attaches it to the model as
+    `model.compiled_decoder`. Call `step` with the eager prefill's cache."""
 
     def __init__(self, model: GLM):
-        # weak: the registry's keys are weak, and a strong reference from its value would keep
-        # every compiled model alive for the life of the process
+        # weak: the model holds this decoder, and needs no cycle to be freed
         self._model = weakref.ref(model)
-        self._step = torch.compile(self._eager_step, fullgraph=True,
-                                   options={"max_autotune": True, "guard_filter_fn": _keep_guard})
+        self._step = torch.compile(_next_token_logits, fullgraph=True,
+                                   options={"max_autotune": True, "guard_filter_fn": self.keep_guards})
 
     @property
     def model(self) -> GLM:
         return self._model()
-
-    def _eager_step(self, ids, position_ids, mask, cache: _SlotCache) -> torch.Tensor:
-        m = self.model
-        x = m.embed(ids)
-        rotations = rope_rotations(m.config, position_ids)
-        for block in m.layers:
-            x = block(x, rotations, mask, False, cache)
-        return m.lm_head(m.final_norm(x))[:, -1].float()
 
     def new_cache(self, batch_size: int, n_tokens: int) -> KVCache:
         return self.model.new_cache(batch_size, capacity_for(n_tokens))
@@ -88,29 +88,27 @@ class CompiledDecoder:
         position_ids = valid.long().sum(-1, keepdim=True) - 1
         # freezing (weights as constants) is what lets inductor pre-pack them for its GEMM templates
         with torch._inductor.config.patch(freezing=True, size_asserts=False, alignment_asserts=False):
-            logits = self._step(ids, position_ids, mask, _SlotCache(cache))
+            logits = self._step(self.model, ids, position_ids, mask, SlotKVCache(cache))
         cache.length = n
         return logits
 
-
-# How dynamo names what the step reaches through the model, and the model's embedding table.
-_MODEL_GUARDS = "self._model()."
-_MODEL_IDENTITY = _MODEL_GUARDS + "_modules['embed']._parameters['weight']"
-
-
-def _keep_guard(entries) -> list[bool]:
-    """Which of dynamo's guards to check before each step. The weights are frozen into the graph,
-    so re-checking every module and parameter of the model (~10 guards a layer, 0.5 ms of a
-    12-layer model's 26 ms token) is useless work; only the model's identity matters (a second
-    model of the same shape must compile its own graph), and its embedding table gives that."""
-    return [not e.name.startswith(_MODEL_GUARDS) or e.name == _MODEL_IDENTITY for e in entries]
-
-
-_DECODERS: weakref.WeakKeyDictionary[GLM, CompiledDecoder] = weakref.WeakKeyDictionary()
+    def keep_guards(self, entries) -> list[bool]:
+        """Which of dynamo's guards to check before each step. The weights are frozen into the
+        graph, so re-checking every module and parameter of the model (~10 guards a layer, 0.5 ms
+        of a 12-layer model's 26 ms token) is useless work; only the model's identity matters (a
+        second model of the same shape must compile its own graph), and the guard on its embedding
+        table (dynamo matches a parameter by id) gives that. torch's public filter finds the module
+        guards; the rest goes by the guarded values. tests/infer/test_compiled.py fails if either
+        stops holding."""
+        model = self.model
+        identity = (model, model.embed.weight)
+        modules = torch.compiler.skip_guard_on_all_nn_modules_unsafe(entries)
+        return [keep or (e.has_value and any(e.value is x for x in identity)) for keep, e in zip(modules, entries)]
 
 
 def compile_decoding(model: GLM) -> GLM:
-    """Make generation with this model decode through a compiled step (see module docstring)."""
+    """Make generation with this model decode through a compiled step (see module docstring):
+    attaches a CompiledDecoder as `model.compiled_decoder`, which generate_ids takes."""
     if model.training:
         raise ValueError("compile_decoding needs a model in eval mode (model.for_inference())")
     if model.embed.weight.device.type == "cpu":
@@ -123,10 +121,10 @@ def compile_decoding(model: GLM) -> GLM:
     # RoPE multiplies complex numbers, which inductor runs as library calls: a few per layer, ~1% of
     # a token (measured), not worth a second, real-valued RoPE; its warning would only alarm users.
     warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
-    _DECODERS[model] = CompiledDecoder(model)
+    model.compiled_decoder = CompiledDecoder(model)
     return model
 
 
 def compiled_decoder(model: GLM) -> CompiledDecoder | None:
     """The model's compiled decoder, if compile_decoding was called on it."""
-    return _DECODERS.get(model)
+    return getattr(model, "compiled_decoder", None)

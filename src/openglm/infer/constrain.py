@@ -4,7 +4,7 @@ GLM-4 writes a tool call as `<|assistant|>{name}\\n{arguments}` and a text reply
 `<|assistant|>\\n{text}`. `reply_grammar` turns the offered tools into one Lark grammar of those
 forms and `ToolGrammar` masks the logits with it, token by token (llguidance, the engine vLLM,
 SGLang and llama.cpp use for structured output). So a model can call no tool it was not given
-(what a small model does most when it errs: `python` in a greeting, BENCHMARKS.md), and the
+(what a small model does most when it errs: `python` in a greeting, docs/experiments.md), and the
 arguments it writes always parse:
 
 - text: `\\n`, then anything;

@@ -101,7 +101,7 @@ def generate_ids(
         seen.scatter_(1, ids, mask[:, :T].bool())
     stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    decoder = compiled_decoder(model)
+    decoder = compiled_decoder(model)  # model.compiled_decoder, set by compile_decoding
     start = 0
     if prompt_cache is not None:
         cache, start = prompt_cache.take(model, prompts[0], T + budget)

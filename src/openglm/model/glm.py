@@ -1,9 +1,10 @@
-"""The GLM-4 transformer in one file: read it top to bottom.
+"""The GLM-4 transformer, the reference implementation: read it top to bottom.
 
 Block (pre-norm):  x = x + Attn(RMSNorm(x));  x = x + MLP(RMSNorm(x))
 GLM-4-0414 adds "sandwich" norms on the attention and MLP outputs before each residual add.
 Attention: fused QKV projection (the only biases in the model), GQA, partial interleaved RoPE.
 MLP: SwiGLU with a fused gate/up projection (first half gated by SiLU, times the second half).
+Training runs these modules; `GLM.for_inference()` swaps in CPU inference ones (fast.py).
 """
 
 from __future__ import annotations
@@ -15,97 +16,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .cache import KVCache
 from .config import GLMConfig
+from .cpu import cpu_computes_natively
 from .head_loss import head_cross_entropy
 
 IGNORE = -100  # a target that takes no loss (transformers' convention)
 
 
-def _onednn_linear_dtypes() -> frozenset:
-    """The dtypes whose linear layers oneDNN runs (and packs) on this CPU, found by trying each.
-
-    fp32 runs everywhere; bf16 and fp16 need AVX-512 (or AVX-NE-CONVERT). Without it oneDNN
-    refuses them, and PyTorch's own half-precision matmul is scalar code: on an AVX2 Zen 3 it
-    multiplied bf16 at 16 GFLOP/s against 96 for fp32 (2 threads, 512 x 768 x 2048).
-    """
-    ok = set()
-    for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        try:
-            w = torch.ops.mkldnn._reorder_linear_weight(torch.ones(8, 8, dtype=dtype), 1)
-            torch.ops.mkldnn._linear_pointwise(torch.ones(1, 8, dtype=dtype), w, None, "none", [], "")
-            ok.add(dtype)
-        except (AttributeError, RuntimeError):
-            pass
-    return frozenset(ok)
-
-
-_ONEDNN = _onednn_linear_dtypes() if torch.backends.mkldnn.is_available() else frozenset()
-
-
-def cpu_computes_natively(dtype: torch.dtype) -> bool:
-    """Whether this CPU multiplies `dtype` matrices at full speed (fp32: always)."""
-    return dtype == torch.float32 or dtype in _ONEDNN
-
-
-FUSE_MIN_ROWS = 128  # see Linear.fuses
-
-
-def _cpu_inference(t: torch.Tensor) -> bool:
-    """Whether t is on the CPU outside autograd and outside a compiled graph: where the model may
-    take its inference-only routes. The flags come first, so a compiled graph never guards on t."""
-    return not torch.compiler.is_compiling() and not torch.is_grad_enabled() and t.device.type == "cpu"
-
-
-class Linear(nn.Linear):
-    """nn.Linear whose CPU inference path calls oneDNN directly.
-
-    Measured on AMD EPYC, 2 threads (see BENCHMARKS.md): PyTorch's default CPU GEMM (MKL)
-    reaches ~180 GFLOP/s fp32 where oneDNN reaches ~212, and for one-token decoding (a
-    matrix-vector product) MKL streams weights at ~13 GB/s where oneDNN with its own
-    pre-packed weight layout streams ~33 GB/s fp32 and ~21 GB/s bf16. Packing keeps a
-    second copy of the weight, so it is opt-in (GLM.pack_weights); it follows in-place
-    weight updates. Training (autograd) and compiled graphs (inductor picks its own kernels)
-    take F.linear.
-    """
-
-    packed = False
-
-    def _onednn(self, x: torch.Tensor) -> bool:
-        return _cpu_inference(x) and x.dtype in _ONEDNN and x.dtype == self.weight.dtype
-
-    def fuses(self, x: torch.Tensor) -> bool:
-        """Whether callers should use `fused` on x instead of calling the layer: oneDNN runs it, and
-        x has prompt-many rows. At a decoding step's few rows, the extra GEMM call of a split
-        SwiGLU costs more than the passes it saves (eager decode 4% slower). A subclass whose
-        forward changes the output (LoRA) says no while it does."""
-        return self._onednn(x) and x.numel() >= FUSE_MIN_ROWS * x.shape[-1]  # no shape guard when compiling
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fused(x) if self._onednn(x) else F.linear(x, self.weight, self.bias)
-
-    def fused(self, x: torch.Tensor, rows: tuple[int, int] | None = None, silu: bool = False,
-              times: torch.Tensor | None = None, plus: torch.Tensor | None = None) -> torch.Tensor:
-        """oneDNN's linear (only where it runs x, see `fuses`) over output rows [start, end) of the
-        weight (all if None), with at most one elementwise step fused into the GEMM's epilogue:
-        silu(y), y * times or y + plus. Each saves a separate pass over a prompt's activations.
-        Row ranges read the plain weight: packing pays for decoding's one row, not for prompts,
-        and a packed copy per range would add to the packed copy of the whole."""
-        w, b = self.weight, self.bias
-        if rows is not None:
-            w, b = w[rows[0]:rows[1]], None if b is None else b[rows[0]:rows[1]]
-        elif self.packed:
-            w = self._packed_weight()
-        if times is not None or plus is not None:
-            return torch.ops.mkldnn._linear_pointwise.binary(x, plus if times is None else times, w, b,
-                                                             "add" if times is None else "mul")
-        return torch.ops.mkldnn._linear_pointwise(x, w, b, "swish" if silu else "none", [], "")
-
-    def _packed_weight(self) -> torch.Tensor:
-        key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype)
-        if getattr(self, "_pack_key", None) != key:
-            self._pack = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), 1)
-            self._pack_key = key
-        return self._pack
+Linear = nn.Linear  # the model's linear layer (train.lora subclasses it; model/fast.py swaps it)
 
 
 class RMSNorm(nn.Module):
@@ -140,35 +59,6 @@ def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(pairs * rotations).flatten(-2).to(x.dtype)
 
 
-class KVCache:
-    """Preallocated keys/values, per layer a [batch, kv_heads, max_len, head_dim] tensor of its own.
-
-    Preallocation means decoding never reallocates or concatenates; attention reads a
-    view of the first `length` slots. Separate tensors per layer (not slices of one) let a
-    compiled step write a layer's slot in place (writing into a view of a graph input makes
-    inductor copy the whole input).
-    """
-
-    def __init__(self, cfg: GLMConfig, batch_size: int, max_len: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
-        shape = (batch_size, cfg.num_kv_heads, max_len, cfg.head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_layers)]
-        self.max_len = max_len
-        self.length = 0  # filled slots; advanced by GLM.forward after all layers ran
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        start, end = self.length, self.length + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache full: {end} positions needed, {self.max_len} allocated")
-        self.k[layer][:, :, start:end] = k
-        self.v[layer][:, :, start:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
-
-    def reset(self) -> None:
-        self.length = 0
-
-
 class Attention(nn.Module):
     def __init__(self, cfg: GLMConfig, layer: int):
         super().__init__()
@@ -176,10 +66,13 @@ class Attention(nn.Module):
         self.qkv = Linear(cfg.hidden_size, cfg.q_size + 2 * cfg.kv_size, bias=cfg.qkv_bias)
         self.proj = Linear(cfg.q_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x, rotations, mask, is_causal, cache, doc_lengths=None, keep=0, residual=None):
-        """keep > 0: only the last `keep` positions' outputs are wanted (the last layer of a
-        prefill): every position still writes its key and value, but only those query.
-        residual: added to the output (inside the projection's GEMM where oneDNN runs it)."""
+    def forward(self, x, rotations, mask, is_causal, cache, doc_lengths=None, keep=0):
+        return self.proj(self.heads(x, rotations, mask, is_causal, cache, doc_lengths, keep))
+
+    def heads(self, x, rotations, mask, is_causal, cache, doc_lengths=None, keep=0):
+        """The attention heads' outputs side by side [B, T, q_size], before the output projection.
+        keep > 0: only the last `keep` positions' outputs are wanted (the last layer of a
+        prefill): every position still writes its key and value, but only those query."""
         cfg = self.cfg
         B, T, _ = x.shape
         H, KV = cfg.num_heads, cfg.num_kv_heads
@@ -192,15 +85,14 @@ class Attention(nn.Module):
             q, mask, is_causal = q[:, :, -keep:], _last_query_rows(mask, is_causal, keep, k), False
         if doc_lengths is not None:
             y = document_attention(q, k, v, doc_lengths)
-        elif is_causal and _halving_pays(q, k):
-            y = halved_causal_attention(q, k, v)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=KV != H)
-        y = y.transpose(1, 2).reshape(B, q.shape[2], cfg.q_size)
-        if residual is not None and self.proj.fuses(y):
-            return self.proj.fused(y, plus=residual)
-        y = self.proj(y)
-        return y if residual is None else residual + y
+            y = self.attend(q, k, v, mask, is_causal)
+        return y.transpose(1, 2).reshape(B, q.shape[2], cfg.q_size)
+
+    def attend(self, q, k, v, mask, is_causal) -> torch.Tensor:
+        """Scaled dot-product attention of q [B, H, T, D] over k, v [B, KV, S, D] (GQA)."""
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                              enable_gqa=k.shape[1] != q.shape[1])
 
 
 def _last_query_rows(mask, is_causal, keep, k):
@@ -215,47 +107,12 @@ def _last_query_rows(mask, is_causal, keep, k):
     return torch.ones(keep, S, dtype=torch.bool, device=k.device).tril(S - keep)
 
 
-# Prompt lengths at which halved_causal_attention beat one causal SDPA call (fp32, 2 threads;
-# BENCHMARKS.md). In bf16 the kernel's own blocking already skips, and halving lost.
-_HALVING_LENGTHS = range(384, 577)
-
-
-def _halving_pays(q, k) -> bool:
-    return (_cpu_inference(q) and q.dtype == torch.float32 and q.shape[2] == k.shape[2]
-            and q.shape[2] in _HALVING_LENGTHS)
-
-
-def halved_causal_attention(q, k, v) -> torch.Tensor:
-    """Causal attention of q [B, H, T, D] over k/v [B, KV, T, D] in three calls, for CPU inference.
-
-    PyTorch's CPU flash kernel (fp32) scores keys in blocks of 512 and skips only whole blocks
-    above the diagonal, so a causal prompt of up to ~600 tokens costs it almost all T^2 scores.
-    Split at the middle: the first half of the queries over the first half of the keys (causal),
-    the second half over the first half (full) and over itself (causal): 3/4 of the scores. The second half's
-    two partial results combine by their log-sum-exps: weight sigmoid(lse1 - lse2) on the first.
-    Returns [B, H, T, D] as a view of a [B, T, H, D] buffer, so the output projection's reshape
-    is free.
-    """
-    attend = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    B, H, T, D = q.shape
-    h = T // 2
-    out = q.new_empty(B, T, H, D).transpose(1, 2)
-    out[:, :, :h] = attend(q[:, :, :h], k[:, :, :h], v[:, :, :h], 0.0, True)[0]
-    seen, lse_seen = attend(q[:, :, h:], k[:, :, :h], v[:, :, :h], 0.0, False)[:2]
-    own, lse_own = attend(q[:, :, h:], k[:, :, h:], v[:, :, h:], 0.0, True)[:2]
-    torch.lerp(own, seen, torch.sigmoid(lse_seen - lse_own).unsqueeze(-1).to(own.dtype), out=out[:, :, h:])
-    return out
-
-
 def document_attention(q, k, v, lengths: list[list[int]]) -> torch.Tensor:
-    """Causal attention inside each packed document, one SDPA call per document.
-
-    q [B, H, T, D], k/v [B, KV, T, D]; lengths[b] lists the lengths of row b's documents, in
-    order, summing to T. A block-diagonal mask over the whole row would make the kernel visit
-    all T x T scores (it cannot skip arbitrary masked blocks); per document the work is the sum
-    of n_i^2 / 2. Rows and documents are cut with unbind/split, whose backward passes join the
-    gradient pieces, rather than slicing (each slice's backward writes a zero-filled full copy).
-    """
+    """Causal attention inside each packed document, one SDPA call per document: q [B, H, T, D],
+    k/v [B, KV, T, D]; lengths[b]: row b's document lengths, in order, summing to T.
+    A block-diagonal mask would make the kernel visit all T x T scores; per document the work is
+    the sum of n_i^2 / 2. unbind/split cut rows and documents because their backward joins the
+    gradient pieces (each slice's backward writes a zero-filled full copy)."""
     gqa = q.shape[1] != k.shape[1]
     rows = []
     for qb, kb, vb, n in zip(q.unbind(0), k.unbind(0), v.unbind(0), lengths):
@@ -275,22 +132,16 @@ def document_lengths(doc_ids: torch.Tensor) -> list[list[int]]:
 
 
 class MLP(nn.Module):
+    """SwiGLU: the first half of the fused gate/up projection, through SiLU, gates the second."""
+
     def __init__(self, cfg: GLMConfig):
         super().__init__()
         self.gate_up = Linear(cfg.hidden_size, 2 * cfg.ffn_hidden_size, bias=False)
         self.down = Linear(cfg.ffn_hidden_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x, residual=None):
-        """SwiGLU(x) (+ residual). Where oneDNN runs the layers, gate and up are two GEMMs over the
-        halves of the fused weight with SiLU and the product in their epilogues, and the down
-        projection adds the residual: no separate pass over the [tokens, ffn] activations."""
-        if self.gate_up.fuses(x) and self.down.fuses(x):
-            n = self.down.in_features
-            gate = self.gate_up.fused(x, rows=(0, n), silu=True)
-            return self.down.fused(self.gate_up.fused(x, rows=(n, 2 * n), times=gate), plus=residual)
+    def forward(self, x):
         gate, up = self.gate_up(x).chunk(2, dim=-1)
-        h = self.down(F.silu(gate) * up)
-        return h if residual is None else residual + h
+        return self.down(F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -306,13 +157,11 @@ class Block(nn.Module):
         self.sandwich = cfg.sandwich_norm
 
     def forward(self, x, rotations, mask, is_causal, cache, doc_lengths=None, keep=0):
-        skip = x[:, -keep:] if keep else x
-        args = (rotations, mask, is_causal, cache, doc_lengths, keep)
-        if self.sandwich:  # the output is normed before the residual add, which cannot be fused
-            x = skip + self.post_attn_norm(self.attn(self.attn_norm(x), *args))
-            return x + self.post_mlp_norm(self.mlp(self.mlp_norm(x)))
-        x = self.attn(self.attn_norm(x), *args, residual=skip)
-        return self.mlp(self.mlp_norm(x), residual=x)
+        skip = x[:, -keep:] if keep else x  # the positions the attention computes
+        h = self.attn(self.attn_norm(x), rotations, mask, is_causal, cache, doc_lengths, keep)
+        x = skip + (self.post_attn_norm(h) if self.sandwich else h)
+        h = self.mlp(self.mlp_norm(x))
+        return x + (self.post_mlp_norm(h) if self.sandwich else h)
 
 
 class GLM(nn.Module):
@@ -346,23 +195,21 @@ class GLM(nn.Module):
             else:
                 p.normal_(0.0, std)
 
-    def pack_weights(self, enable: bool = True) -> GLM:
-        """Keep oneDNN-packed copies of the linear weights for fast CPU inference (2x weight RAM)."""
-        for m in self.modules():
-            if isinstance(m, Linear):
-                m.packed = enable and m.weight.dtype in _ONEDNN
-                if not m.packed:
-                    m.__dict__.pop("_pack", None)
-                    m.__dict__.pop("_pack_key", None)
-        return self
+    def for_inference(self, upcast: bool = True, pack: bool = True) -> GLM:
+        """Eval mode with model/fast.py's CPU inference modules swapped in (same logits to float
+        rounding; training runs this file's). upcast: half weights this CPU cannot multiply
+        natively (no AVX-512) become fp32. pack: oneDNN-packed weight copies (2x their RAM)."""
+        from .fast import use_fast_paths  # fast.py builds on this module
 
-    def for_inference(self) -> GLM:
-        """Eval mode, ready for fast generation: on a CPU that cannot multiply the weights' half
-        dtype natively (no AVX-512) they become fp32, and linear weights are packed for oneDNN."""
         p = self.embed.weight
-        if p.device.type == "cpu" and not cpu_computes_natively(p.dtype):
+        if upcast and p.device.type == "cpu" and not cpu_computes_natively(p.dtype):
             self.float()
-        return self.eval().pack_weights()
+        return use_fast_paths(self.eval(), pack)
+
+    def pack_weights(self, enable: bool = True) -> GLM:
+        """for_inference's fast modules with (or without) packed weights; dtype and mode kept."""
+        from .fast import use_fast_paths
+        return use_fast_paths(self, enable)
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         p = self.embed.weight
@@ -384,10 +231,9 @@ class GLM(nn.Module):
         ready boolean [B, 1, T, past+T] mask (True = attend) for any pattern, e.g. GLM's
         bidirectional-prefix blank infilling; position_ids [B, T] (default: from a 2D mask, so
         left padding starts at position 0); cache: a KVCache to read and extend;
-        logits_to_keep: only the last N positions (0 = all);
-        logits_at: a boolean [B, T] mask; only those positions' logits, flattened to [N, vocab]
-        (training: positions without a target need no output head, the costliest matmul of a
-        small model);
+        logits_to_keep: only the last N positions (0 = all); logits_at: a boolean [B, T] mask,
+        only those positions' logits, flattened to [N, vocab] (training: positions without a
+        target need no output head, the costliest matmul of a small model);
         targets [B, T] (IGNORE = none): return instead the cross-entropy summed over positions
         with a target, each times loss_weights [B, T] if given (fused head + loss, see head_loss);
         doc_ids [B, T]: packed documents, the document number of each token (contiguous runs;
@@ -450,11 +296,8 @@ class GLM(nn.Module):
 
     @staticmethod
     def _attention_mask(attention_mask, B, T, past, device):
-        """A boolean [B, 1, T, past+T] mask (True = attend), or None with SDPA's causal flag.
-
-        The unpadded cases take SDPA's fast paths: a plain prompt uses is_causal, and one new
-        token attends to the whole cache with no mask at all.
-        """
+        """A boolean [B, 1, T, past+T] mask (True = attend), or None with SDPA's causal flag:
+        a plain prompt uses is_causal, one new token after an unpadded cache needs no mask."""
         if attention_mask is None or bool(attention_mask.all()):
             if past == 0:
                 return None, T > 1

@@ -1,0 +1,33 @@
+"""What this CPU multiplies at full speed, found once at import by asking oneDNN."""
+
+from __future__ import annotations
+
+import torch
+
+
+def _onednn_linear_dtypes() -> frozenset:
+    """The dtypes whose linear layers oneDNN runs (and packs) on this CPU, found by trying each.
+
+    fp32 runs everywhere; bf16 and fp16 need AVX-512 (or AVX-NE-CONVERT). Without it oneDNN
+    refuses them, and PyTorch's own half-precision matmul is scalar code: on an AVX2 Zen 3 it
+    multiplied bf16 at 16 GFLOP/s against 96 for fp32 (2 threads, 512 x 768 x 2048).
+    A probe rather than a table of CPU flags: it is right on CPUs nobody measured (why it exists:
+    docs/experiments.md, "a CPU without AVX-512").
+    """
+    ok = set()
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        try:
+            w = torch.ops.mkldnn._reorder_linear_weight(torch.ones(8, 8, dtype=dtype), 1)
+            torch.ops.mkldnn._linear_pointwise(torch.ones(1, 8, dtype=dtype), w, None, "none", [], "")
+            ok.add(dtype)
+        except (AttributeError, RuntimeError):
+            pass
+    return frozenset(ok)
+
+
+ONEDNN_DTYPES = _onednn_linear_dtypes() if torch.backends.mkldnn.is_available() else frozenset()
+
+
+def cpu_computes_natively(dtype: torch.dtype) -> bool:
+    """Whether this CPU multiplies `dtype` matrices at full speed (fp32: always)."""
+    return dtype == torch.float32 or dtype in ONEDNN_DTYPES
