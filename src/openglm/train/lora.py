@@ -69,9 +69,6 @@ class LoRALinear(Linear):
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.adapters_enabled = True
 
-    def fuses(self, x: torch.Tensor) -> bool:
-        return not self.adapters_enabled and super().fuses(x)  # the epilogue would come before the delta
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = super().forward(x)
         if not self.adapters_enabled:
