@@ -145,3 +145,19 @@ def test_the_step_runs_the_models_own_forward(monkeypatch):
     assert model.compiled_decoder is compiled_decoder(model)
     list(generate_ids(model, [[1, 2, 3]], 3))
     assert compiled.SlotKVCache in calls and issubclass(compiled.SlotKVCache, openglm.model.KVCache)
+
+
+def test_each_model_compiles_against_its_own_recompile_limit():
+    """Decoders share no compiled code: dynamo's per-code recompile limit (8 by default) must not stop the
+    next model in a long-lived process (a test run, an eval over checkpoints)."""
+    import torch._dynamo
+
+    from openglm.infer import Sampling, compile_decoding, generate_ids
+    from openglm.model import GLM, GLMConfig
+
+    small = dict(num_layers=1, hidden_size=64, num_heads=2, num_kv_heads=1, head_dim=32, ffn_hidden_size=192)
+    with torch._dynamo.config.patch(recompile_limit=2), torch.no_grad():
+        for seed in range(3):
+            torch.manual_seed(seed)
+            model = compile_decoding(GLM(GLMConfig.from_preset("nano", **small)).eval())
+            assert len(list(generate_ids(model, [[1, 2, 3]], 3, Sampling()))) == 3

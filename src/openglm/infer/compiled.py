@@ -22,6 +22,7 @@ capacity) and process; freezing bakes in the weights, so compile after they are 
 from __future__ import annotations
 
 import shutil
+import types
 import warnings
 import weakref
 
@@ -65,7 +66,10 @@ class CompiledDecoder:
     def __init__(self, model: GLM):
         # weak: the model holds this decoder, and needs no cycle to be freed
         self._model = weakref.ref(model)
-        self._step = torch.compile(_next_token_logits, fullgraph=True,
+        # a code object of its own: dynamo caches graphs (and counts recompiles against its limit)
+        # per code object, so decoders sharing one would fail after a few models in one process
+        own = types.FunctionType(_next_token_logits.__code__.replace(), _next_token_logits.__globals__)
+        self._step = torch.compile(own, fullgraph=True,
                                    options={"max_autotune": True, "guard_filter_fn": self.keep_guards})
 
     @property
