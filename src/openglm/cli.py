@@ -8,7 +8,6 @@ A user's mistake ends as one `error:` line on stderr and a non-zero exit; `--deb
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 from enum import Enum
@@ -57,7 +56,7 @@ class _Stage(TyperCommand):
     def real(self):
         if self._real is None:
             module, attr = self._target
-            obj = getattr(_import_cli(module), attr)
+            obj = getattr(importlib.import_module(module), attr)
             if not isinstance(obj, typer.Typer):  # a plain function: make it a one-command app
                 one = typer.Typer(add_completion=False, rich_markup_mode=None)
                 one.command()(obj)
@@ -67,25 +66,6 @@ class _Stage(TyperCommand):
 
     def make_context(self, info_name, args, parent=None, **extra):
         return self.real().make_context(info_name, args, parent=parent, **extra)
-
-
-def _import_cli(module: str):
-    """Import a stage's CLI module without running its package's __init__ first, when that package is
-    not loaded yet: openglm.train's imports torch (seconds), which `openglm pretrain --help` does not
-    need. The package itself is imported as usual once a command imports from it."""
-    package = module.rpartition(".")[0]
-    path = Path(__file__).parent.joinpath(*module.split(".")[1:]).with_suffix(".py")
-    if module in sys.modules or package in sys.modules or not path.is_file():
-        return importlib.import_module(module)
-    spec = importlib.util.spec_from_file_location(module, path)
-    loaded = importlib.util.module_from_spec(spec)
-    sys.modules[module] = loaded  # one module object, whoever imports it later
-    try:
-        spec.loader.exec_module(loaded)
-    except BaseException:
-        del sys.modules[module]
-        raise
-    return loaded
 
 
 class _Root(TyperGroup):

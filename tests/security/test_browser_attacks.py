@@ -84,30 +84,28 @@ def slow_headers(conn, stop):
         conn.sendall(f"X-Slow-{i}: 1\r\n".encode())
 
 
-def slow_body(conn, stop):
-    """Headers at once, then the body one byte every half second."""
-    conn.recv(65536)
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n")
-    for _ in range(20):
-        if stop.wait(0.5):
-            return
-        conn.sendall(b"a")
+def trickle(head: bytes, byte: bytes):
+    """A server script: `head` at once, then one `byte` every half second."""
+    def script(conn, stop):
+        conn.recv(65536)
+        conn.sendall(head)
+        for _ in range(20):
+            if stop.wait(0.5):
+                return
+            conn.sendall(byte)
+    return script
+
+
+# headers at once, then the body a byte at a time
+slow_body = trickle(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n", b"a")
+# a TLS record header answering the ClientHello, then its body a byte at a time
+slow_tls = trickle(b"\x16\x03\x03\x40\x00", b"\x02")
 
 
 def silent(conn, stop):
     """Accepts and reads the request, never answers."""
     conn.recv(65536)
     stop.wait(10)
-
-
-def slow_tls(conn, stop):
-    """Answers a TLS ClientHello with a record header, then its body a byte every half second."""
-    conn.recv(65536)
-    conn.sendall(b"\x16\x03\x03\x40\x00")
-    for _ in range(20):
-        if stop.wait(0.5):
-            return
-        conn.sendall(b"\x02")
 
 
 def slow_redirects(conn, stop):

@@ -4,13 +4,12 @@ the embedded nano agent model."""
 import contextlib
 import json
 import socket
-import threading
 import time
 
 import openai
 import pytest
-import uvicorn
 
+from live_server import running
 from openglm.chat import to_openai_messages
 from openglm.data.synth import generate_tasks
 
@@ -22,22 +21,8 @@ def serving(model, tok):
     """create_app(model, tok) on a free port of 127.0.0.1 in a real uvicorn server -> an openai client."""
     from openglm.serve import create_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(model, tok, NAME), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    try:
-        yield openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with running(create_app(model, tok, NAME)) as url:
+        yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
 
 
 @pytest.fixture(scope="module")

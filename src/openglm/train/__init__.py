@@ -2,12 +2,23 @@
 
     from openglm.train import SFTConfig, run_sft
     run_sft(SFTConfig.from_yaml("configs/nano_sft.yaml", {"max_steps": 20}))
+
+Names load lazily, so ``import openglm.train.<module>`` (the CLI's help, say) imports no torch.
 """
 
-from .config import DPOConfig, LoRAConfig, SFTConfig, TrainConfig
-from .lora import apply_lora, merge_lora, save_adapter
-from .stages import run_dpo, run_pretrain, run_sft
-from .trainer import Trainer
+from importlib import import_module
 
-__all__ = ["DPOConfig", "LoRAConfig", "SFTConfig", "TrainConfig", "Trainer", "apply_lora", "merge_lora",
-           "run_dpo", "run_pretrain", "run_sft", "save_adapter"]
+_EXPORTS = {
+    "DPOConfig": "config", "LoRAConfig": "config", "SFTConfig": "config", "TrainConfig": "config",
+    "apply_lora": "lora", "merge_lora": "lora", "save_adapter": "lora",
+    "run_dpo": "stages", "run_pretrain": "stages", "run_sft": "stages", "Trainer": "trainer",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'openglm.train' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -17,6 +17,8 @@ import random
 import tempfile
 from dataclasses import dataclass, field
 
+from openglm.embedded import BROWSER_RESULTS  # results per search the shipped model was trained on
+
 from . import world
 
 PYTHON_TOOL = {"type": "python"}
@@ -425,7 +427,6 @@ def refusal(rng: random.Random, split: str, lang: str) -> Task:
 
 
 # ---- information seeking with simple_browser (and a two-step search-then-compute) ---------
-BROWSER_RESULTS = 4  # results per search: keeps observations short enough for the nano model
 _browsers: dict = {}
 
 

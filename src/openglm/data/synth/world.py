@@ -19,8 +19,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-# The collection, written out by write_documents() and shipped for `openglm agent --docs`.
-DOCS_DIR = Path(__file__).resolve().parents[2] / "assets" / "agent_docs"
+# the collection write_documents() writes and `openglm agent --docs` searches by default
+from openglm.embedded import DOCS_DIR
 
 # (English, Chinese, country EN, country ZH)
 _CITIES = [

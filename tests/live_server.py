@@ -1,5 +1,5 @@
-"""A real uvicorn server on 127.0.0.1 around a small random-weight model: it rarely emits a stop
-token, so a generation runs as long as it is allowed to."""
+"""Real uvicorn servers on 127.0.0.1 for the server tests, and a small random-weight model that rarely
+emits a stop token, so a generation runs as long as it is allowed to."""
 
 import contextlib
 import socket
