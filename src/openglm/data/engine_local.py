@@ -10,7 +10,9 @@ from .readers import Unit
 class LocalEngine:
     name = "local"
 
-    def map(self, units: list[Unit], fn: Callable[..., Iterator[list[dict]]], **kwargs) -> Iterator[list[dict]]:
+    def map(self, units: list[Unit], fn: Callable[..., Iterator[list[dict]]], schema=None,
+            **kwargs) -> Iterator[list[dict]]:
+        """``fn``'s batches for each unit in turn (``schema`` matters only where rows cross processes)."""
         for unit in units:
             yield from fn(unit, **kwargs)
 

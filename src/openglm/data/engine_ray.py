@@ -27,7 +27,8 @@ class RayEngine:
         ctx.execution_options.preserve_order = True  # rows must reach the driver in input order
         ctx.enable_progress_bars = False  # ours are per stage
 
-    def map(self, units: list[Unit], fn: Callable[..., Iterator[list[dict]]], **kwargs) -> Iterator[list[dict]]:
+    def map(self, units: list[Unit], fn: Callable[..., Iterator[list[dict]]], schema=ROW_SCHEMA,
+            **kwargs) -> Iterator[list[dict]]:
         import pyarrow as pa
         import ray
 
@@ -38,7 +39,7 @@ class RayEngine:
         def run_units(batch):
             for i in batch["unit"]:
                 for rows in fn(units[int(i)], **kwargs):
-                    yield pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+                    yield pa.Table.from_pylist(rows, schema=schema)
 
         for table in ds.map_batches(run_units, batch_size=1, batch_format="numpy").iter_batches(
                 batch_format="pyarrow", batch_size=None):

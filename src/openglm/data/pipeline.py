@@ -22,7 +22,7 @@ from .accounting import Accounting
 from .pack import Pack, ShardWriter, encode_chunked, encode_row, load_tokenizer_spec
 from .readers import DAMAGED, READ, ShardedJsonlWriter, Unit, expand_inputs, open_binary, read_spill, read_unit
 from .recipe import Recipe
-from .records import ORD_SHIFT, make_row, output_doc, reject, reject_record
+from .records import ORD_SHIFT, TOKENS_SCHEMA, make_row, output_doc, reject, reject_record
 from .stages.base import BarrierStage, Decision, KeyTable, MapStage
 
 BATCH_DOCS = 256
@@ -118,15 +118,28 @@ def pack_unit(unit: Unit, tokenizer: str, append_eos: bool, epoch: int) -> Itera
     tok = load_tokenizer_spec(tokenizer)
     batch: list[dict] = []
     for row in read_output_docs(unit):
-        if row["_mult"] > epoch:
-            row["_key"] = encode_row(tok, row, append_eos)
-        row["text"] = ""  # the driver needs only the tokens
-        batch.append(row)
+        tokens = encode_row(tok, row, append_eos) if row["_mult"] > epoch else b""
+        batch.append({"source": row["source"], "lang": row["lang"], "tokens": tokens})
         if len(batch) >= BATCH_DOCS:
             yield batch
             batch = []
     if batch:
         yield batch
+
+
+class _SegmentOutput:
+    """Where one segment's rows go: surviving documents (or the spill), rejects, barrier keys."""
+
+    def __init__(self, out_dir: Path, rejects_dir: Path, plan: SegmentPlan, docs_per_shard: int, final: bool):
+        self.final = final
+        self.docs = ShardedJsonlWriter(out_dir, max_records=docs_per_shard)
+        self.rejects = ShardedJsonlWriter(rejects_dir, prefix=f"seg{plan.index}", max_records=1_000_000,
+                                          compress=False)
+        self.table = KeyTable() if plan.barrier is not None else None
+
+    def close(self) -> None:
+        self.docs.close()
+        self.rejects.close()
 
 
 class Runner:
@@ -176,64 +189,70 @@ class Runner:
         final = plan.index == len(self.segments) - 1
         seg_dir = self.work / f"seg{plan.index}"
         out_dir = self.out / "docs" if final else seg_dir
-        done_path = seg_dir / "done.json"
+        fmt = "docs" if final else "spill"
         if plan.previous:
-            prev = json.loads((self.work / f"seg{plan.index - 1}" / "done.json").read_text())
-            plan.decision = Decision.load(self.work / f"seg{plan.index - 1}" / "decision.npz",
-                                          prev["summaries"].get(plan.previous, {}))
-        if done_path.exists():
-            done = json.loads(done_path.read_text())
-            self.accounting.restore(done["accounting"])
-            self.summaries.update(done["summaries"])
-            self.timings.update(done["timings"])
-            self.max_repeat = done["max_repeat"]
-            self.damaged = done.get("damaged", self.damaged)
-            return self._units_from(out_dir, done["counts"], "docs" if final else "spill")
+            plan.decision = self._previous_decision(plan)
+        if (seg_dir / "done.json").exists():
+            return self._units_from(out_dir, self._restore(seg_dir / "done.json"), fmt)
         for d in (seg_dir, out_dir):
             shutil.rmtree(d, ignore_errors=True)
-        rejects_dir = self.out / "rejects"
-        for old in rejects_dir.glob(f"seg{plan.index}-*"):
+        for old in (self.out / "rejects").glob(f"seg{plan.index}-*"):
             old.unlink()
-        writer = ShardedJsonlWriter(out_dir, max_records=self.recipe.docs_per_shard)
-        rejects = ShardedJsonlWriter(rejects_dir, prefix=f"seg{plan.index}", max_records=1_000_000, compress=False)
-        table = KeyTable() if plan.barrier is not None else None
+        out = _SegmentOutput(out_dir, self.out / "rejects", plan, self.recipe.docs_per_shard, final)
         stage_names = ([plan.previous] if plan.previous else [READ] if plan.index == 0 else []) + \
             [s.name for s in plan.maps] + ([plan.barrier.name + " (keys)"] if plan.barrier else [])
         tracker = self.progress.segment(stage_names, total=sum(u.count for u in units) if plan.index else None)
         start = time.perf_counter()
         for batch in self.engine.map(units, process_unit, plan=plan):
             for row in batch:
-                if row["_stage"]:
-                    if row["_reason"] == DAMAGED and row["_stage"] == READ:
-                        self.damaged.append(row["_detail"])
-                    self.accounting.rejected(row)
-                    rejects.write(reject_record(row))
-                else:
-                    if table is not None:
-                        table.add(row)
-                    if final:
-                        self.accounting.kept(row)
-                        self.max_repeat = max(self.max_repeat, row["_mult"])
-                        writer.write(output_doc(row))
-                    else:
-                        writer.write({k: v for k, v in row.items() if k != "_key"})
+                self._route(row, out)
             tracker.update(batch)
-        writer.close()
-        rejects.close()
+        out.close()
         if plan.barrier is not None:
-            tracker.message(f"{plan.barrier.name}: deciding on {len(table.ords):,} documents")
-            decision = plan.barrier.decide(table)
+            tracker.message(f"{plan.barrier.name}: deciding on {len(out.table.ords):,} documents")
+            decision = plan.barrier.decide(out.table)
             decision.save(seg_dir / "decision.npz")
             self.summaries[plan.barrier.name] = decision.summary
         tracker.close()
-        label = "+".join(n for n in stage_names) or f"segment {plan.index}"
-        self.timings[label] = round(time.perf_counter() - start, 3)
+        self.timings["+".join(stage_names) or f"segment {plan.index}"] = round(time.perf_counter() - start, 3)
+        counts = list(out.docs.counts)
         seg_dir.mkdir(parents=True, exist_ok=True)
-        counts = list(writer.counts)
         done = {"accounting": self.accounting.state(), "summaries": self.summaries, "timings": self.timings,
                 "counts": counts, "max_repeat": self.max_repeat, "damaged": self.damaged}
         (seg_dir / "done.json").write_text(json.dumps(done))
-        return self._units_from(out_dir, counts, "docs" if final else "spill")
+        return self._units_from(out_dir, counts, fmt)
+
+    def _previous_decision(self, plan: SegmentPlan) -> Decision:
+        prev_dir = self.work / f"seg{plan.index - 1}"
+        prev = json.loads((prev_dir / "done.json").read_text())
+        return Decision.load(prev_dir / "decision.npz", prev["summaries"].get(plan.previous, {}))
+
+    def _restore(self, done_path: Path) -> list[int]:
+        """Take over a finished segment's bookkeeping; returns its per-shard document counts."""
+        done = json.loads(done_path.read_text())
+        self.accounting.restore(done["accounting"])
+        self.summaries.update(done["summaries"])
+        self.timings.update(done["timings"])
+        self.max_repeat = done["max_repeat"]
+        self.damaged = done.get("damaged", self.damaged)
+        return done["counts"]
+
+    def _route(self, row: dict, out: _SegmentOutput) -> None:
+        """One row of a segment to where it belongs: the rejects, the barrier's table, the output."""
+        if row["_stage"]:
+            if row["_reason"] == DAMAGED and row["_stage"] == READ:
+                self.damaged.append(row["_detail"])
+            self.accounting.rejected(row)
+            out.rejects.write(reject_record(row))
+            return
+        if out.table is not None:
+            out.table.add(row)
+        if out.final:
+            self.accounting.kept(row)
+            self.max_repeat = max(self.max_repeat, row["_mult"])
+            out.docs.write(output_doc(row))
+        else:
+            out.docs.write({k: v for k, v in row.items() if k != "_key"})
 
     @staticmethod
     def _units_from(directory: Path, counts: list[int], fmt: str) -> list[Unit]:
@@ -257,13 +276,13 @@ class Runner:
         for epoch in range(state["epoch"], max_repeat):
             consumed = state["next_doc"] if epoch == state["epoch"] else 0
             todo = self._skip(units, counts, consumed)
-            for batch in self.engine.map(todo, pack_unit, tokenizer=self.recipe.tokenizer,
+            for batch in self.engine.map(todo, pack_unit, schema=TOKENS_SCHEMA, tokenizer=self.recipe.tokenizer,
                                          append_eos=pack.append_eos, epoch=epoch):
                 for row in batch:
                     consumed += 1
-                    if row["_key"]:
-                        shards.add(row["_key"])
-                        n = len(row["_key"]) // 4
+                    if row["tokens"]:
+                        shards.add(row["tokens"])
+                        n = len(row["tokens"]) // 4
                         for what, key in (("lang", row["lang"]), ("source", row["source"])):
                             progress[f"docs_by_{what}"][key] = progress[f"docs_by_{what}"].get(key, 0) + 1
                             progress[f"tokens_by_{what}"][key] = progress[f"tokens_by_{what}"].get(key, 0) + n

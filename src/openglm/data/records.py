@@ -32,8 +32,12 @@ ROW_SCHEMA = pa.schema([
     ("_edits", pa.string()),  # space-separated "stage/what" notes of in-place changes
     ("_tokens", pa.int64()),
     ("_mult", pa.int64()),
-    ("_key", pa.large_binary()),  # what the next barrier stage needs (hash, signature, tokens)
+    ("_key", pa.large_binary()),  # what the next barrier stage needs (a hash or a signature)
 ])
+
+# What packing sends to the driver: one row per document read, with its token ids (little-endian
+# uint32) when the document is present in the epoch being packed and empty bytes otherwise.
+TOKENS_SCHEMA = pa.schema([("source", pa.string()), ("lang", pa.string()), ("tokens", pa.large_binary())])
 
 
 def make_row(ord_: int, doc_id: str, source: str, text: str, lang: str = "", meta: str = "", mult: int = 1) -> dict:
