@@ -16,12 +16,12 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass, field
 
 from openglm.chat import Message, ToolCall, parse_assistant
 
-from .backends import ASSISTANT, Backend, BackendError
+from .backends import ASSISTANT, Backend, BackendError, Generation
 from .events import Event, FinalEvent, ObservationEvent, TextDelta, ToolCallEvent
 from .session import SessionStore
 from .tools.base import Observation, Tool, ToolError, clip
@@ -39,6 +39,21 @@ class Limits:
 
 class ToolTimeout(Exception):
     pass
+
+
+@dataclass
+class _RunState:
+    """What one ``Agent.run`` counts against its limits."""
+
+    start: float
+    used_tokens: int = 0
+    seen: Counter = field(default_factory=Counter)  # identical calls (tool + arguments)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def final(self, content: str, reason: str, steps: int) -> FinalEvent:
+        return FinalEvent(content, reason, steps, self.used_tokens, round(self.elapsed(), 3))
 
 
 class Agent:
@@ -87,42 +102,19 @@ class Agent:
 
     def run(self, task: str) -> Iterator[Event]:
         """Add ``task`` as a user turn and work on it, yielding events; the last one is a :class:`FinalEvent`."""
-        lim = self.limits
-        start = time.monotonic()
-        used_tokens, seen = 0, Counter()
+        lim, run = self.limits, _RunState(time.monotonic())
         self._append(Message("user", task))
-
-        def final(content: str, reason: str, steps: int) -> FinalEvent:
-            return FinalEvent(content, reason, steps, used_tokens, round(time.monotonic() - start, 3))
-
         for step in range(1, lim.max_steps + 1):
-            if time.monotonic() - start > lim.max_seconds:
-                yield final("", "max_time", step - 1)
+            budget = min(lim.max_turn_tokens, lim.max_tokens - run.used_tokens)
+            out_of_time = run.elapsed() > lim.max_seconds
+            if out_of_time or budget <= 0:
+                yield run.final("", "max_time" if out_of_time else "max_tokens", step - 1)
                 return
-            budget = min(lim.max_turn_tokens, lim.max_tokens - used_tokens)
-            if budget <= 0:
-                yield final("", "max_tokens", step - 1)
+            generation = yield from self._model_turn(budget)
+            if isinstance(generation, str):
+                yield run.final(generation, "backend_error", step)
                 return
-            stream, generation = _AnswerStream(), None
-            try:
-                for item in self.backend.stream(self.messages, self.tool_specs(), max_tokens=budget,
-                                                allow_multiple=self.multiple_calls):
-                    if isinstance(item, str):
-                        text = stream.feed(item)
-                        if text:
-                            yield TextDelta(text)
-                    else:
-                        generation = item
-            except BackendError as e:
-                yield final(str(e), "backend_error", step)
-                return
-            if generation is None:
-                yield final(f"{type(self.backend).__name__} ended without a Generation", "backend_error", step)
-                return
-            used_tokens += generation.tokens
-            rest = stream.finish()
-            if rest:
-                yield TextDelta(rest)
+            run.used_tokens += generation.tokens
             segments, dropped = self._segments(generation.text)
             for message, _ in segments:
                 self._append(message)
@@ -130,35 +122,64 @@ class Agent:
             if not calls:
                 answer = "\n".join(reply.content for _, reply in segments if reply.content)
                 reason = {"stop": "answer", "repetition": "repetition"}.get(generation.finish_reason, "max_tokens")
-                yield final(answer, reason, step)
+                yield run.final(answer, reason, step)
                 return
-            stop = None
-            for k, (message, reply) in enumerate(calls):
-                call = reply.tool_calls[0] if reply.tool_calls else None
-                yield ToolCallEvent(message.metadata, call.arguments if call else message.content, step)
-                key = call and f"{call.name}\n{json.dumps(call.arguments, sort_keys=True, ensure_ascii=False)}"
-                if call is not None:
-                    seen[key] += 1
-                # every call gets an observation, even when not run, so the history stays well-formed
-                if stop:
-                    obs = Observation.error(f"not run: the run stopped ({stop})")
-                elif call is None:
-                    obs = Observation.error(f"malformed call: {reply.error}")
-                elif seen[key] > lim.max_identical_calls:
-                    stop = "repeated_call"
-                    obs = Observation.error(f"not run: this exact call was already made {seen[key] - 1} times")
-                else:
-                    obs = self._dispatch(call, lim.max_seconds - (time.monotonic() - start))
-                if k == 0 and dropped:
-                    obs.content += (f"\n[note: the turn held {dropped} more call(s) that were not run; "
-                                    "make one call per turn]")
-                obs.content = clip(obs.content, lim.max_observation_chars) or "(empty result)"
-                self._append(Message("observation", obs.content, obs.metadata))
-                yield ObservationEvent(message.metadata, obs.content, obs.metadata, obs.is_error, obs.files, step)
+            stop = yield from self._run_calls(calls, dropped, run, step)
             if stop:
-                yield final("", stop, step)
+                yield run.final("", stop, step)
                 return
-        yield final("", "max_steps", lim.max_steps)
+        yield run.final("", "max_steps", lim.max_steps)
+
+    def _model_turn(self, budget: int) -> Generator[Event, None, Generation | str]:
+        """Stream one model turn as text deltas; returns the generation, or the error as a string."""
+        stream, generation = _AnswerStream(), None
+        try:
+            for item in self.backend.stream(self.messages, self.tool_specs(), max_tokens=budget,
+                                            allow_multiple=self.multiple_calls):
+                if isinstance(item, str):
+                    text = stream.feed(item)
+                    if text:
+                        yield TextDelta(text)
+                else:
+                    generation = item
+        except BackendError as e:
+            return str(e)
+        if generation is None:
+            return f"{type(self.backend).__name__} ended without a Generation"
+        rest = stream.finish()
+        if rest:
+            yield TextDelta(rest)
+        return generation
+
+    def _run_calls(self, calls: list[tuple[Message, object]], dropped: int, run: _RunState,
+                   step: int) -> Generator[Event, None, str | None]:
+        """Run the turn's calls in order, each answered by an observation; returns why the run stops, if it does."""
+        stop = None
+        for k, (message, reply) in enumerate(calls):
+            call = reply.tool_calls[0] if reply.tool_calls else None
+            yield ToolCallEvent(message.metadata, call.arguments if call else message.content, step)
+            # every call gets an observation, even when not run, so the history stays well-formed
+            obs, stop = self._observe(call, reply, stop, run)
+            if k == 0 and dropped:
+                obs.content += (f"\n[note: the turn held {dropped} more call(s) that were not run; "
+                                "make one call per turn]")
+            obs.content = clip(obs.content, self.limits.max_observation_chars) or "(empty result)"
+            self._append(Message("observation", obs.content, obs.metadata))
+            yield ObservationEvent(message.metadata, obs.content, obs.metadata, obs.is_error, obs.files, step)
+        return stop
+
+    def _observe(self, call: ToolCall | None, reply, stop: str | None,
+                 run: _RunState) -> tuple[Observation, str | None]:
+        if stop:
+            return Observation.error(f"not run: the run stopped ({stop})"), stop
+        if call is None:
+            return Observation.error(f"malformed call: {reply.error}"), None
+        key = f"{call.name}\n{json.dumps(call.arguments, sort_keys=True, ensure_ascii=False)}"
+        run.seen[key] += 1
+        if run.seen[key] > self.limits.max_identical_calls:
+            return Observation.error(f"not run: this exact call was already made {run.seen[key] - 1} times"), \
+                "repeated_call"
+        return self._dispatch(call, self.limits.max_seconds - run.elapsed()), None
 
     def _segments(self, text: str) -> tuple[list[tuple[Message, object]], int]:
         """The turn's segments as (history message, parsed reply), and how many calls were dropped.
