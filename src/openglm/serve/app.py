@@ -29,7 +29,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -105,22 +105,8 @@ class Engine:
         try:
             counted = self.cache.reused + self.cache.prefilled  # the cache counts this prompt's tokens
             try:
-                text, gen, sent = "", None, 0
-                for item in backend.stream(messages, tools, max_tokens=budget, allow_multiple=True):
-                    if gone.is_set():
-                        raise ClientGone
-                    if isinstance(item, Generation):
-                        gen, text = item, text + stopper.flush()
-                        break
-                    text += stopper.feed(item)
-                    if stopper.hit:
-                        gen = Generation(text, 0, "stop")
-                        break
-                    if live:  # the empty metadata line that opens a GLM-4 text reply is not content
-                        content = text.removeprefix("\n")
-                        if content[sent:]:
-                            yield content[sent:]
-                            sent = len(content)
+                text, gen = yield from _decode(backend.stream(messages, tools, max_tokens=budget, allow_multiple=True),
+                                               stopper, live, gone)
             except (BackendError, ContextLengthError) as e:
                 raise BadRequest(str(e), "messages") from None
             prompt_tokens = self.cache.reused + self.cache.prefilled - counted
@@ -135,83 +121,115 @@ class Engine:
                                 "total_tokens": prompt_tokens + completion}
 
 
+def _decode(items, stopper: StopStrings, live: bool, gone: threading.Event):
+    """Yield a reply's content as it decodes (when ``live``); returns its whole text and Generation."""
+    text, sent = "", 0
+    for item in items:
+        if gone.is_set():
+            raise ClientGone
+        if isinstance(item, Generation):
+            return text + stopper.flush(), item
+        text += stopper.feed(item)
+        if stopper.hit:
+            return text, Generation(text, 0, "stop")
+        if live:  # the empty metadata line that opens a GLM-4 text reply is not content
+            content = text.removeprefix("\n")
+            if content[sent:]:
+                yield content[sent:]
+                sent = len(content)
+    raise RuntimeError("the backend ended without a Generation")
+
+
 def create_app(model, tok, name: str = "openglm", max_tokens: int = 1024, api_key: str | None = None):
     """A FastAPI app serving `model` under the model id `name`; with api_key, every route but /health wants
     `Authorization: Bearer <api_key>` (the key is compared in constant time and never logged)."""
-    engine = Engine(model, tok, max_tokens)
     app = FastAPI(title="openglm", version="1")
+    app.state.engine, app.state.name, app.state.api_key = Engine(model, tok, max_tokens), name, api_key
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
-
-    def error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param,
-                                       "code": code}}, status_code=status)
-
-    @app.middleware("http")
-    async def authorize(request: Request, call_next):
-        if api_key and request.url.path != "/health":
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), api_key.encode()):
-                return error(401, "missing or wrong API key (send Authorization: Bearer <key>)", code="invalid_api_key")
-        return await call_next(request)
-
-    @app.get("/health")
-    def health():
-        return {"status": "ok", "model": name}
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError):
-        first = exc.errors()[0]
-        # field names and indices only: pydantic adds union members ("constrained-str") to the path
-        where = ".".join(str(p) for p in first["loc"][1:] if isinstance(p, int) or p.isidentifier())
-        return error(400, f"{where}: {first['msg']}" if where else first["msg"], where or None)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException):  # unreadable bodies, unknown routes, wrong methods
-        return error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(BadRequest)
-    async def bad(_: Request, exc: BadRequest):
-        return error(400, str(exc), exc.param)
-
-    @app.get("/v1/models")
-    def models():
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "openglm"}]}
-
-    @app.post("/v1/chat/completions")
-    async def chat(req: ChatRequest, request: Request):
-        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": name}
-        gone = threading.Event()
-        run = engine.run(req, gone)  # advanced in worker threads, one step at a time
-        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(request.receive, gone))
-
-        async def finish():
-            """Stop and close the generation (releasing the model) however the response ended."""
-            gone.set()
-            watcher.cancel()
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(run.close)
-
-        streaming = False
-        try:  # a bad request raises here, as a 400, before any streaming; any other failure is a 500
-            first = await anyio.to_thread.run_sync(next, run, None)
-            if req.stream:
-                streaming = True
-                return _Stream(_events(head, first, run), finish, media_type="text/event-stream")
-            *_, (message, reason, usage) = [first] + await anyio.to_thread.run_sync(list, run)
-            return {**head, "object": "chat.completion", "usage": usage,
-                    "choices": [{"index": 0, "message": message, "finish_reason": reason}]}
-        except BadRequest:
-            raise
-        except ClientGone:
-            return Response(status_code=499)  # nobody is left to read it; the access log shows it
-        except Exception as exc:  # answered here: an app-level handler makes Starlette drop the connection
-            log.exception("generation failed")
-            return JSONResponse({"error": _server_error(exc)}, status_code=500)
-        finally:
-            if not streaming:
-                await finish()
-
+    app.middleware("http")(_authorize)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(BadRequest, _bad_request)
+    app.include_router(routes)
     return app
+
+
+routes = APIRouter()
+
+
+@routes.get("/health")
+def health(request: Request):
+    return {"status": "ok", "model": request.app.state.name}
+
+
+@routes.get("/v1/models")
+def models(request: Request):
+    return {"object": "list", "data": [{"id": request.app.state.name, "object": "model", "created": 0,
+                                        "owned_by": "openglm"}]}
+
+
+@routes.post("/v1/chat/completions")
+async def chat(req: ChatRequest, request: Request):
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": request.app.state.name}
+    gone = threading.Event()
+    run = request.app.state.engine.run(req, gone)  # advanced in worker threads, one step at a time
+    watcher = asyncio.get_running_loop().create_task(_watch_disconnect(request.receive, gone))
+
+    async def finish():
+        """Stop and close the generation (releasing the model) however the response ended."""
+        gone.set()
+        watcher.cancel()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(run.close)
+
+    streaming = False
+    try:  # a bad request raises here, as a 400, before any streaming; any other failure is a 500
+        first = await anyio.to_thread.run_sync(next, run, None)
+        if req.stream:
+            streaming = True
+            return _Stream(_events(head, first, run), finish, media_type="text/event-stream")
+        *_, (message, reason, usage) = [first] + await anyio.to_thread.run_sync(list, run)
+        return {**head, "object": "chat.completion", "usage": usage,
+                "choices": [{"index": 0, "message": message, "finish_reason": reason}]}
+    except BadRequest:
+        raise
+    except ClientGone:
+        return Response(status_code=499)  # nobody is left to read it; the access log shows it
+    except Exception as exc:  # answered here: an app-level handler makes Starlette drop the connection
+        log.exception("generation failed")
+        return JSONResponse({"error": _server_error(exc)}, status_code=500)
+    finally:
+        if not streaming:
+            await finish()
+
+
+def _error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                   "code": code}}, status_code=status)
+
+
+async def _authorize(request: Request, call_next):
+    api_key = request.app.state.api_key
+    if api_key and request.url.path != "/health":
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), api_key.encode()):
+            return _error(401, "missing or wrong API key (send Authorization: Bearer <key>)", code="invalid_api_key")
+    return await call_next(request)
+
+
+async def _invalid_request(_: Request, exc: RequestValidationError):
+    first = exc.errors()[0]
+    # field names and indices only: pydantic adds union members ("constrained-str") to the path
+    where = ".".join(str(p) for p in first["loc"][1:] if isinstance(p, int) or p.isidentifier())
+    return _error(400, f"{where}: {first['msg']}" if where else first["msg"], where or None)
+
+
+async def _http_error(_: Request, exc: HTTPException):  # unreadable bodies, unknown routes, wrong methods
+    return _error(exc.status_code, str(exc.detail))
+
+
+async def _bad_request(_: Request, exc: BadRequest):
+    return _error(400, str(exc), exc.param)
 
 
 async def _events(head: dict, first, run):
@@ -272,9 +290,8 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length", b"0")
         if not length.isdigit() or int(length) > self.max_bytes:
-            message = f"the request body must be at most {self.max_bytes:,} bytes"
-            response = JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                               "code": "request_too_large"}}, status_code=413)
+            response = _error(413, f"the request body must be at most {self.max_bytes:,} bytes",
+                              code="request_too_large")
             return await response(scope, receive, send)
         seen = 0
 
