@@ -146,8 +146,10 @@ class Speedrun:
             require(module, "data")  # fail before the first stage, with the extra to install
         self.record_settings()
         self._announce_precision()
-        for name in ("data", "tokenizer", "pretrain", "sft", "dpo", "eval"):
-            self._stage(name, getattr(self, f"stage_{name}"))
+        stages = {"data": self.stage_data, "tokenizer": self.stage_tokenizer, "pretrain": self.stage_pretrain,
+                  "sft": self.stage_sft, "dpo": self.stage_dpo, "eval": self.stage_eval}
+        for name, stage in stages.items():
+            self._stage(name, stage)
         return self.report()
 
     def record_settings(self) -> None:
