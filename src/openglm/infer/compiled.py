@@ -100,12 +100,12 @@ class CompiledDecoder:
         """Which of dynamo's guards to check before each step. The weights are frozen into the
         graph, so re-checking every module and parameter of the model (~10 guards a layer, 0.5 ms
         of a 12-layer model's 26 ms token) is useless work; only the model's identity matters (a
-        second model of the same shape must compile its own graph), and the guard on its embedding
-        table (dynamo matches a parameter by id) gives that. torch's public filter finds the module
+        second model of the same shape must compile its own graph), and the guard on its final
+        norm's weight (dynamo matches a parameter by id) gives that. torch's public filter finds the module
         guards; the rest goes by the guarded values. tests/infer/test_compiled.py fails if either
         stops holding."""
         model = self.model
-        identity = (model, model.embed.weight)
+        identity = (model, model.final_norm.weight)
         modules = torch.compiler.skip_guard_on_all_nn_modules_unsafe(entries)
         return [keep or (e.has_value and any(e.value is x for x in identity)) for keep, e in zip(modules, entries)]
 
@@ -115,7 +115,7 @@ def compile_decoding(model: GLM) -> GLM:
     attaches a CompiledDecoder as `model.compiled_decoder`, which generate_ids takes."""
     if model.training:
         raise ValueError("compile_decoding needs a model in eval mode (model.for_inference())")
-    if model.embed.weight.device.type == "cpu":
+    if model.final_norm.weight.device.type == "cpu":
         from torch._inductor.cpp_builder import get_cpp_compiler
 
         cxx = get_cpp_compiler()

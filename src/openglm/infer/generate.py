@@ -87,7 +87,7 @@ def generate_ids(
     lengths = [len(p) for p in prompts]
     budget = min(_budget(model, n, max_new_tokens) for n in lengths)
     T = max(lengths)
-    device = model.embed.weight.device
+    device = model.final_norm.weight.device
     ids = torch.full((B, T), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros((B, T + budget), dtype=torch.long, device=device)
     for b, p in enumerate(prompts):

@@ -37,7 +37,7 @@ class PromptCache:
         and that prefix's length. At least the prompt's last token is always left to compute (its
         logits start the reply). Capacities are the compiled step's power-of-two buckets, so a
         growing conversation rarely needs a new cache; a new one gets the shared prefix copied."""
-        w = model.embed.weight
+        w = model.final_norm.weight
         held = self.cache.k[0] if self.cache is not None else w
         if self._model is None or self._model() is not model or (held.dtype, held.device) != (w.dtype, w.device):
             self.clear()

@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from ..model.config import GLMConfig, config_kind, read_json_object
 from ..model.glm import GLM
+from ..model.quant import QuantSpec, quantized_glm
 from .layouts import (
     LAYOUTS,
     chatglm_config,
@@ -32,6 +33,7 @@ from .layouts import (
     layout_for_kind,
     to_openglm,
 )
+from .quantized import QUANT_KEY, load_quantized, quantizing_sink
 
 INDEX = "model.safetensors.index.json"
 SIDE_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -100,10 +102,14 @@ def _open_all(stack: ExitStack, files: list[Path]) -> dict[str, tuple[object, Pa
     return where
 
 
-def load_model(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> GLM:
-    """Load a GLM from a directory in any supported layout (hf Glm, hf Glm4, original ChatGLM).
+def load_model(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+               quantize: str | QuantSpec | None = None) -> GLM:
+    """Load a GLM from a directory in any supported layout (hf Glm, hf Glm4, original ChatGLM), or
+    a quantized checkpoint (io.quantize_checkpoint's).
 
     dtype: convert weights to this dtype (default: keep the checkpoint's).
+    quantize: "int8", "int4" or a QuantSpec: quantize each weight as it is read, so that memory
+    holds the quantized model plus one full-precision tensor, never the full model.
     Raises CheckpointError (a ValueError) naming the file, field or tensor for any bad input.
     """
     if dtype is not None and dtype not in DTYPES.values():
@@ -111,6 +117,34 @@ def load_model(path: str | Path, dtype: torch.dtype | None = None, device: str |
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {path} does not exist")
+    raw = _read_json(path, "config.json", MAX_CONFIG_BYTES)
+    if QUANT_KEY in raw:
+        if quantize is not None:
+            raise CheckpointError(f"{path} holds a quantized model already; load it without quantize=")
+        return load_quantized(path, raw, _shard_files(path), dtype, device)
+    if quantize is not None:
+        spec = QuantSpec.named(quantize) if isinstance(quantize, str) else quantize
+        state: dict[str, torch.Tensor] = {}
+        cfg, _ = read_checkpoint(path, dtype, put_for=lambda c: quantizing_sink(state, spec, c))
+        try:
+            return quantized_glm(cfg, {k: v.to(device) for k, v in state.items()}, spec)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+    cfg, state = read_checkpoint(path, dtype)
+    with torch.device("meta"):
+        model = GLM(cfg)
+    model.load_state_dict(state, strict=True, assign=True)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.embed.weight  # assign=True broke the sharing; restore it
+    return model.to(device)
+
+
+def read_checkpoint(path: Path, dtype: torch.dtype | None = None, put_for=None) -> tuple[GLMConfig, dict | None]:
+    """(config, openglm state dict of tensors mapped from the files) of a full-precision checkpoint,
+    every name, dtype and shape checked first. With put_for, each tensor is instead read into memory
+    of its own and handed to ``put_for(cfg)(name, tensor)`` (the state returned is None): the
+    files' mapped pages are let go tensor by tensor, so a consumer that shrinks each tensor never
+    holds the checkpoint."""
     raw = _read_json(path, "config.json", MAX_CONFIG_BYTES)
     try:
         cfg = GLMConfig.from_dict(raw, source=str(path / "config.json"))
@@ -137,7 +171,11 @@ def load_model(path: str | Path, dtype: torch.dtype | None = None, device: str |
         def get(name: str) -> torch.Tensor:
             handle, file = where[name]
             try:
-                t = handle.get_tensor(name)
+                if put_for is None:
+                    t = handle.get_tensor(name)
+                else:
+                    with safe_open(str(file), framework="pt") as own:
+                        t = own.get_tensor(name).clone()
             except (SafetensorError, OSError, RuntimeError) as e:
                 raise CheckpointError(f"cannot read tensor {name} from {file} (truncated file?): {e}") from None
             stored, t = t.dtype, (t.to(dtype) if dtype is not None and t.dtype != dtype else t)
@@ -148,15 +186,18 @@ def load_model(path: str | Path, dtype: torch.dtype | None = None, device: str |
                 raise CheckpointError(f"tensor {name} in {file.name} has NaN or Inf values{why}")
             return t
 
+        if put_for is not None:
+            try:
+                to_openglm(get, cfg, layout, put=put_for(cfg))
+            except ValueError as e:
+                if isinstance(e, CheckpointError):
+                    raise
+                raise CheckpointError(f"{path}: {e}") from None
+            return cfg, None
         state = to_openglm(get, cfg, layout)
         if cfg.tie_embeddings:
             state["lm_head.weight"] = state["embed.weight"]
-    with torch.device("meta"):
-        model = GLM(cfg)
-    model.load_state_dict(state, strict=True, assign=True)
-    if cfg.tie_embeddings:
-        model.lm_head.weight = model.embed.weight  # assign=True broke the sharing; restore it
-    return model.to(device)
+    return cfg, state
 
 
 def _check_headers(where: dict, want: dict[str, tuple[int, ...]], mixed_ok: bool) -> None:
@@ -194,6 +235,10 @@ def save_model(model: GLM, out_dir: str | Path, layout: str = "hf", dtype: torch
     """Write `model` as safetensors shards plus config.json in the `hf` or `chatglm` layout."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)}")
+    if getattr(model, "quantization", None) is not None:
+        raise ValueError("this model was quantized in memory and keeps only its kernels' packed form; write a "
+                         "quantized checkpoint from the full-precision one: openglm quantize SRC DST "
+                         "(openglm.quantize_checkpoint)")
     cfg = model.config
     check_layout(cfg, LAYOUTS[layout])
     out = Path(out_dir)

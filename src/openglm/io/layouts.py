@@ -104,24 +104,26 @@ def expected_tensors(cfg: GLMConfig, layout: Layout) -> dict[str, tuple[int, ...
     return out
 
 
-def to_openglm(get, cfg: GLMConfig, layout: Layout) -> dict[str, torch.Tensor]:
-    """Build openglm's state dict, reading each layout tensor with `get(name)` exactly once."""
-    sd = {k: get(layout.globals[k]) for k in ("embed.weight", "final_norm.weight")}
+def to_openglm(get, cfg: GLMConfig, layout: Layout, put=None) -> dict[str, torch.Tensor]:
+    """Build openglm's state dict, reading each layout tensor with `get(name)` exactly once. With
+    `put(name, tensor)`, each openglm tensor goes there as soon as it is made (returns {})."""
+    sd: dict[str, torch.Tensor] = {}
+    put = put or sd.__setitem__
+    for k in ("embed.weight", "final_norm.weight"):
+        put(k, get(layout.globals[k]))
     if not cfg.tie_embeddings:
-        sd["lm_head.weight"] = get(layout.globals["lm_head.weight"])
+        put("lm_head.weight", get(layout.globals["lm_head.weight"]))
     for i in range(cfg.num_layers):
         pre = layout.prefix.format(i=i)
         for ours, theirs in layout.names.items():
             if ours.startswith("post_") and not cfg.sandwich_norm:
                 continue
-            sd[f"layers.{i}.{ours}"] = get(pre + theirs)
+            put(f"layers.{i}.{ours}", get(pre + theirs))
         for s in (["weight", "bias"] if cfg.qkv_bias else ["weight"]):
             if layout.split_qkv:
-                parts = [get(f"{pre}{layout.qkv.format(p=p)}.{s}") for p in "qkv"]
-                sd[f"layers.{i}.attn.qkv.{s}"] = torch.cat(parts)
-                del parts  # free the three halves now, not at the end of the loop
+                put(f"layers.{i}.attn.qkv.{s}", torch.cat([get(f"{pre}{layout.qkv.format(p=p)}.{s}") for p in "qkv"]))
             else:
-                sd[f"layers.{i}.attn.qkv.{s}"] = get(f"{pre}{layout.qkv}.{s}")
+                put(f"layers.{i}.attn.qkv.{s}", get(f"{pre}{layout.qkv}.{s}"))
     return sd
 
 

@@ -2,5 +2,6 @@
 
 from .config import PRESETS, GLMConfig
 from .glm import GLM, KVCache, count_parameters
+from .quant import QuantSpec, quantize_model
 
-__all__ = ["GLM", "GLMConfig", "KVCache", "PRESETS", "count_parameters"]
+__all__ = ["GLM", "GLMConfig", "KVCache", "PRESETS", "QuantSpec", "count_parameters", "quantize_model"]

@@ -201,7 +201,7 @@ class GLM(nn.Module):
         natively (no AVX-512) become fp32. pack: oneDNN-packed weight copies (2x their RAM)."""
         from .fast import use_fast_paths  # fast.py builds on this module
 
-        p = self.embed.weight
+        p = self.final_norm.weight  # a float tensor in every model, quantized ones included
         if upcast and p.device.type == "cpu" and not cpu_computes_natively(p.dtype):
             self.float()
         return use_fast_paths(self.eval(), pack)
@@ -212,7 +212,7 @@ class GLM(nn.Module):
         return use_fast_paths(self, enable)
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
-        p = self.embed.weight
+        p = self.final_norm.weight
         return KVCache(self.config, batch_size, max_len or self.config.max_seq_len, p.dtype, p.device)
 
     def forward(

@@ -1,0 +1,162 @@
+"""Quantized checkpoints: write one from a full-precision checkpoint, tensor by tensor, and read it.
+
+A quantized checkpoint is a folder like any other (config.json, safetensors shards, the
+tokenizer files); config.json is the source's Hugging Face config plus an
+``openglm_quantization`` object (`QuantSpec.to_json`), and the tensors carry openglm's own
+names: ``layers.{i}.attn.qkv.qweight`` / ``.scales`` / ``.zeros`` for quantized weights (the
+canonical form of model/quant.py), ``layers.{i}.attn_norm.weight`` and so on for the rest.
+Neither side ever holds the full-precision model: each weight is read, quantized and let go.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..model.config import GLMConfig
+from ..model.quant import QuantSpec, canonical_shapes, is_quantized_name, quantize_weight, quantized_glm
+from .layouts import hf_config
+
+QUANT_KEY = "openglm_quantization"
+
+
+def quantizing_sink(state: dict, spec: QuantSpec, cfg: GLMConfig):
+    """A `put(name, tensor)` for layouts.to_openglm that stores quantizable weights in canonical
+    form as they arrive (the full-precision tensor is dropped at once) and the rest as they are."""
+
+    def put(name: str, t: torch.Tensor) -> None:
+        if name == "embed.weight" and cfg.tie_embeddings:  # the head is this same matrix
+            if spec.head:
+                state.update({f"lm_head.{k}": v for k, v in quantize_weight(t, spec.bits, spec.group_size,
+                                                                             "lm_head.weight").items()})
+            else:
+                state["lm_head.weight"] = t
+        if is_quantized_name(name, spec):
+            module = name.removesuffix(".weight")
+            state.update({f"{module}.{k}": v for k, v in quantize_weight(t, spec.bits, spec.group_size,
+                                                                          name).items()})
+        else:
+            state[name] = t
+
+    return put
+
+
+def float_shapes_of(cfg: GLMConfig) -> dict[str, tuple[int, ...]]:
+    """name -> shape of a full-precision GLM's state dict (a tied head listed under both names)."""
+    from ..model.glm import GLM
+
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in GLM(cfg).state_dict().items()}
+
+
+def expected_quantized(cfg: GLMConfig, spec: QuantSpec, float_shapes: dict[str, tuple[int, ...]]) -> dict:
+    """name -> (shape, dtype or None for 'the checkpoint's float dtype') of a quantized checkpoint."""
+    want = {}
+    for name, shape in float_shapes.items():
+        if is_quantized_name(name, spec):
+            module = name.removesuffix(".weight")
+            want.update({f"{module}.{k}": v for k, v in canonical_shapes(shape[0], shape[1], spec).items()})
+        else:
+            want[name] = (tuple(shape), None)
+    return want
+
+
+def write_quantized(state: dict[str, torch.Tensor], raw_config: dict, spec: QuantSpec, dst: Path,
+                    max_shard_bytes: int) -> None:
+    from .checkpoint import INDEX, usual_mode
+
+    dst.mkdir(parents=True, exist_ok=True)
+    config = {**raw_config, QUANT_KEY: spec.to_json()}
+    (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    shards, current, size = [], {}, 0
+    for name, t in state.items():
+        nbytes = t.numel() * t.element_size()
+        if current and size + nbytes > max_shard_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[name], size = t.contiguous(), size + nbytes
+    shards.append(current)
+    for old in list(dst.glob("model*.safetensors")) + [dst / INDEX]:
+        old.unlink(missing_ok=True)
+    names = ["model.safetensors"] if len(shards) == 1 else \
+        [f"model-{k:05d}-of-{len(shards):05d}.safetensors" for k in range(1, len(shards) + 1)]
+    for fname, shard in zip(names, shards):
+        save_file(shard, str(dst / fname), metadata={"format": "pt", "quantization": spec.name})
+        usual_mode(dst / fname)
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+                 "weight_map": {n: f for f, shard in zip(names, shards) for n in shard}}
+        (dst / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+
+
+def quantize_checkpoint(src: str | Path, dst: str | Path, spec: QuantSpec | str, dtype: torch.dtype | None = None,
+                        max_shard_bytes: int = 5 * 2**30) -> Path:
+    """Write a quantized copy of the checkpoint `src` (any layout) to `dst`, with its tokenizer.
+    Peak memory: the quantized model plus one full-precision tensor. dtype: of the parts that
+    stay in floating point (norms, biases; default: as stored)."""
+    from .checkpoint import SIDE_FILES, read_checkpoint
+
+    spec = QuantSpec.named(spec) if isinstance(spec, str) else spec
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve():
+        raise ValueError(f"{dst}: write the quantized checkpoint to another folder than its source")
+    state: dict[str, torch.Tensor] = {}
+    cfg, _ = read_checkpoint(src, dtype, put_for=lambda c: quantizing_sink(state, spec, c))
+
+    float_dtype = state["final_norm.weight"].dtype
+    write_quantized(state, hf_config(cfg, float_dtype), spec, dst, max_shard_bytes)
+    for name in SIDE_FILES:
+        if (src / name).exists() and name != "generation_config.json":
+            shutil.copyfile(src / name, dst / name)
+    if cfg.eos_token_ids:
+        gen = {"eos_token_id": list(cfg.eos_token_ids), "pad_token_id": cfg.pad_token_id}
+        (dst / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    return dst
+
+
+def load_quantized(path: Path, raw: dict, files: list[Path], dtype: torch.dtype | None, device) -> torch.nn.Module:
+    """The model of a quantized checkpoint folder (config.json already read as `raw`)."""
+    from .checkpoint import CheckpointError
+
+    source = str(path / "config.json")
+    try:
+        spec = QuantSpec.from_json(raw[QUANT_KEY], source)
+        cfg = GLMConfig.from_dict({k: v for k, v in raw.items() if k != QUANT_KEY}, source=source)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    want = expected_quantized(cfg, spec, float_shapes_of(cfg))
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as h:
+                for name in h.keys():
+                    if name not in want:
+                        raise CheckpointError(f"{f.name}: tensor {name} is not part of a {spec.name} {cfg.name} model")
+                    shape, kind = want[name]
+                    info = h.get_slice(name)
+                    t = h.get_tensor(name)
+                    if tuple(info.get_shape()) != shape or (kind is not None and t.dtype != kind):
+                        raise CheckpointError(f"{f.name}: tensor {name} is {t.dtype} {list(t.shape)}, expected "
+                                              f"{kind or 'float'} {list(shape)}")
+                    if t.is_floating_point():
+                        if not (t.sum().isfinite() or torch.isfinite(t).all()):
+                            raise CheckpointError(f"tensor {name} in {f.name} has NaN or Inf values")
+                        if kind is None and dtype is not None:
+                            t = t.to(dtype)
+                    # a copy, not the file's mapping, whose pages would stay resident until it closes
+                    state[name] = t.clone() if torch.device(device).type == "cpu" else t.to(device)
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{f} is not a readable safetensors file (truncated or corrupt?): {e}") from None
+    missing = [n for n in want if n not in state]
+    if missing:
+        raise CheckpointError(f"{path}: {len(missing)} tensors missing, e.g. {missing[:3]}")
+    try:
+        model = quantized_glm(cfg, state, spec)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return model

@@ -1,0 +1,279 @@
+"""Weight-only quantization: INT8 per output channel, INT4 in groups along the input dimension.
+
+Weights are stored as small integers with float scales; activations stay in floating point, and
+the matmuls read the integers directly (PyTorch's CPU kernels `_weight_int8pack_mm` and
+`_weight_int4pack_mm_for_cpu`; on CUDA the INT4 "tinygemm" kernel), so decoding, which reads every
+weight once per token, reads 2x (INT8) or ~3.5x (INT4) fewer bytes than bf16. Elsewhere (or where
+a kernel refuses a shape) a layer multiplies by its dequantized weight.
+
+The stored ("canonical") form, written to checkpoints and documented in docs/models.md:
+
+- INT8: ``qweight`` int8 [N, K]; ``scales`` fp32 [N]; ``w = qweight * scales[:, None]``.
+- INT4: ``qweight`` uint8 [N, K/2], two values per byte (column 2j in the high nibble, 2j+1 in
+  the low one), each in 0..15; ``scales`` and ``zeros`` fp32 [N, K/G];
+  ``w = (q - 8) * scale + zero`` per group of G columns (asymmetric: min and max of each group
+  are exact up to rounding).
+
+The kernels' own layouts (the CPU's INT4 packing differs by CPU) are made when a layer is built
+and are all it keeps; its state dict holds them under the names above, so quantized models are
+saved from the full-precision source (`io.quantize_checkpoint`), never from the packed form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+BITS = (8, 4)
+GROUP_SIZES = (32, 64, 128, 256)
+SCHEMES = {"int8": 8, "int4": 4}
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How a model is quantized: `bits` 8 or 4; `group_size` (INT4 only) columns sharing a scale;
+    `head`: the output head too; `embedding`: the token embedding too (rows dequantized on lookup)."""
+
+    bits: int = 8
+    group_size: int = 64
+    head: bool = True
+    embedding: bool = True
+
+    def __post_init__(self) -> None:
+        if self.bits not in BITS:
+            raise ValueError(f"quantization bits must be 8 or 4, got {self.bits!r}")
+        if self.bits == 4 and self.group_size not in GROUP_SIZES:
+            raise ValueError(f"INT4 group size must be one of {GROUP_SIZES}, got {self.group_size!r}")
+
+    @classmethod
+    def named(cls, scheme: str, group_size: int = 64) -> QuantSpec:
+        """'int8' or 'int4' (as the CLI's --quantize takes them)."""
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown quantization {scheme!r}; choose one of {', '.join(SCHEMES)}")
+        return cls(bits=SCHEMES[scheme], group_size=group_size)
+
+    @property
+    def name(self) -> str:
+        return f"int{self.bits}" + (f"-g{self.group_size}" if self.bits == 4 else "")
+
+    def to_json(self) -> dict:
+        return {"method": "openglm-weight-only", **asdict(self)}
+
+    @classmethod
+    def from_json(cls, d: object, source: str) -> QuantSpec:
+        if not isinstance(d, dict) or d.get("method") != "openglm-weight-only":
+            raise ValueError(f"{source}: quantization must be an object with method 'openglm-weight-only'")
+        try:
+            return cls(bits=d["bits"], group_size=d.get("group_size", 64), head=bool(d.get("head", True)),
+                       embedding=bool(d.get("embedding", True)))
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"{source}: bad quantization settings: {e}") from None
+
+
+# -- the canonical form ------------------------------------------------------------------------
+
+def quantize_weight(w: torch.Tensor, bits: int, group_size: int = 64, name: str = "weight") -> dict[str, torch.Tensor]:
+    """A [N, K] weight in canonical form (see the module docstring); rounding to nearest."""
+    w = w.detach().float()
+    N, K = w.shape
+    if bits == 8:
+        scales = (w.abs().amax(1) / 127).clamp(min=1e-12)
+        return {"qweight": torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8), "scales": scales}
+    if K % group_size:
+        raise ValueError(f"{name}: {K} input columns are not a multiple of the INT4 group size {group_size}; "
+                         f"pick a group size dividing {K}")
+    groups = w.view(N, K // group_size, group_size)
+    low, high = groups.amin(-1), groups.amax(-1)
+    scales = ((high - low) / 15).clamp(min=1e-12)
+    q = torch.round((groups - low[..., None]) / scales[..., None]).clamp(0, 15).to(torch.uint8).view(N, K)
+    return {"qweight": (q[:, 0::2] << 4) | q[:, 1::2], "scales": scales, "zeros": low + 8 * scales}
+
+
+def unpack_int4(qweight: torch.Tensor) -> torch.Tensor:
+    """[N, K/2] canonical bytes -> [N, K] values 0..15 (uint8)."""
+    return torch.stack((qweight >> 4, qweight & 15), dim=-1).flatten(-2)
+
+
+def dequantize(parts: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The weight a canonical form stands for."""
+    q, scales = parts["qweight"], parts["scales"]
+    if q.dtype == torch.int8:
+        return (q.float() * scales[:, None].float()).to(dtype)
+    values = unpack_int4(q).float()
+    N, K = values.shape
+    groups = values.view(N, scales.shape[1], -1)
+    return ((groups - 8) * scales[..., None].float() + parts["zeros"][..., None].float()).view(N, K).to(dtype)
+
+
+def canonical_shapes(n: int, k: int, spec: QuantSpec) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """name -> (shape, dtype) of a [n, k] weight's canonical tensors."""
+    if spec.bits == 8:
+        return {"qweight": ((n, k), torch.int8), "scales": ((n,), torch.float32)}
+    g = (n, k // spec.group_size)
+    return {"qweight": ((n, k // 2), torch.uint8), "scales": (g, torch.float32), "zeros": (g, torch.float32)}
+
+
+# -- modules -----------------------------------------------------------------------------------
+
+class QuantLinear(nn.Module):
+    """A linear layer over a quantized weight (bias, if any, in floating point)."""
+
+    def __init__(self, in_features: int, out_features: int, spec: QuantSpec, parts: dict[str, torch.Tensor],
+                 bias: torch.Tensor | None = None, name: str = "weight"):
+        super().__init__()
+        self.in_features, self.out_features, self.bits, self.group_size = in_features, out_features, spec.bits, \
+            spec.group_size
+        want = canonical_shapes(out_features, in_features, spec)
+        for key, (shape, dtype) in want.items():
+            got = parts.get(key)
+            if got is None or tuple(got.shape) != shape or got.dtype != dtype:
+                found = "missing" if got is None else f"{got.dtype} {list(got.shape)}"
+                raise ValueError(f"{name}: quantized tensor {key} must be {dtype} {list(shape)}, found {found}")
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        self._set_kernel_form(parts)
+
+    def _set_kernel_form(self, parts: dict[str, torch.Tensor]) -> None:
+        q, device = parts["qweight"], parts["qweight"].device
+        self.kernel = "dequantize"
+        if self.bits == 8:
+            self.kernel = "int8" if device.type in ("cpu", "cuda") else "dequantize"
+            self.register_buffer("qweight", q.contiguous())
+            self.register_buffer("scales", parts["scales"].float())
+            return
+        sz = torch.stack((parts["scales"], parts["zeros"]), dim=-1).float().transpose(0, 1).contiguous()
+        values = unpack_int4(q)
+        try:
+            if device.type == "cpu":
+                packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(values.int(), 1)
+                self.kernel = "int4-cpu"
+            elif device.type == "cuda":
+                packed = torch.ops.aten._convert_weight_to_int4pack(q.contiguous(), 8)
+                sz, self.kernel = sz.to(torch.bfloat16), "int4-cuda"
+        except RuntimeError:  # a shape the kernel does not take: multiply by the dequantized weight
+            pass
+        if self.kernel == "dequantize":
+            self.register_buffer("qweight", q.contiguous())
+            self.register_buffer("scales", parts["scales"].float())
+            self.register_buffer("zeros", parts["zeros"].float())
+        else:
+            self.register_buffer("qweight", packed)
+            self.register_buffer("scales_zeros", sz)
+
+    @classmethod
+    def from_linear(cls, layer: nn.Linear, spec: QuantSpec, name: str = "weight") -> QuantLinear:
+        parts = quantize_weight(layer.weight, spec.bits, spec.group_size, name)
+        bias = None if layer.bias is None else layer.bias.detach()
+        return cls(layer.in_features, layer.out_features, spec, parts, bias, name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        if self.kernel == "int8":
+            y = torch._weight_int8pack_mm(x2, self.qweight, self.scales.to(x.dtype))
+        elif self.kernel == "int4-cpu":
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.qweight, self.group_size,
+                                                          self.scales_zeros.to(x.dtype))
+        elif self.kernel == "int4-cuda":
+            y = torch.ops.aten._weight_int4pack_mm(x2.to(torch.bfloat16), self.qweight, self.group_size,
+                                                   self.scales_zeros.to(torch.bfloat16)).to(x.dtype)
+        else:
+            parts = {"qweight": self.qweight, "scales": self.scales, "zeros": getattr(self, "zeros", None)}
+            y = F.linear(x2, dequantize(parts, x.dtype))
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.view(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        group = f", group_size={self.group_size}" if self.bits == 4 else ""
+        return f"in={self.in_features}, out={self.out_features}, int{self.bits}{group}, kernel={self.kernel}"
+
+
+class QuantEmbedding(nn.Module):
+    """Token embeddings stored quantized; the rows looked up are dequantized (a few per step)."""
+
+    def __init__(self, num: int, dim: int, spec: QuantSpec, parts: dict[str, torch.Tensor],
+                 dtype: torch.dtype = torch.float32, name: str = "embed.weight"):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim, self.bits = num, dim, spec.bits
+        for key, (shape, want) in canonical_shapes(num, dim, spec).items():
+            got = parts.get(key)
+            if got is None or tuple(got.shape) != shape or got.dtype != want:
+                raise ValueError(f"{name}: quantized tensor {key} must be {want} {list(shape)}")
+            self.register_buffer(key, got.contiguous())
+        # the dtype rows come out in: a buffer, so that model.float() or .to(dtype) changes it too
+        self.register_buffer("out_dtype", torch.empty(0, dtype=dtype), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1)
+        rows = {key: getattr(self, key)[flat] for key in ("qweight", "scales", "zeros") if hasattr(self, key)}
+        return dequantize(rows, self.out_dtype.dtype).view(*ids.shape, self.embedding_dim)
+
+
+def quantize_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
+    """Replace the model's linear layers (and, per `spec`, head and embedding) with quantized ones,
+    layer by layer so that peak memory grows by one layer's weight. Returns the model, in eval mode."""
+    from .glm import GLM
+
+    if not isinstance(model, GLM):
+        raise TypeError(f"quantize_model takes a GLM, got {type(model).__name__}")
+    dtype = model.final_norm.weight.dtype
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}".lstrip(".")
+            if isinstance(child, nn.Linear) and (spec.head or full != "lm_head"):
+                setattr(module, child_name, QuantLinear.from_linear(child, spec, full + ".weight"))
+    if spec.embedding and isinstance(model.embed, nn.Embedding):
+        w = model.embed.weight
+        parts = quantize_weight(w, spec.bits, spec.group_size, "embed.weight")
+        model.embed = QuantEmbedding(w.shape[0], w.shape[1], spec, parts, dtype)
+    model.quantization = spec
+    return model.eval().requires_grad_(False)
+
+
+def is_quantized_name(name: str, spec: QuantSpec) -> bool:
+    """Whether the openglm state-dict tensor `name` is stored quantized under `spec`."""
+    if name == "lm_head.weight":
+        return spec.head
+    if name == "embed.weight":
+        return spec.embedding
+    return name.endswith(("attn.qkv.weight", "attn.proj.weight", "mlp.gate_up.weight", "mlp.down.weight"))
+
+
+def quantized_glm(cfg, state: dict[str, torch.Tensor], spec: QuantSpec) -> nn.Module:
+    """A GLM built from a state dict whose quantized weights are in canonical form
+    (`{module}.qweight`, `.scales`, `.zeros`) and the rest in floating point. Consumes `state`;
+    a missing or misshapen tensor raises ValueError naming it."""
+    from .glm import GLM
+
+    with torch.device("meta"):
+        model = GLM(cfg)
+    dtype = state["final_norm.weight"].dtype
+
+    def take(module: str, n: int, k: int) -> dict[str, torch.Tensor]:
+        missing = [f"{module}.{key}" for key in canonical_shapes(n, k, spec) if f"{module}.{key}" not in state]
+        if missing:
+            raise ValueError(f"quantized tensors missing: {', '.join(missing)}")
+        return {key: state.pop(f"{module}.{key}") for key in canonical_shapes(n, k, spec)}
+
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}".lstrip(".")
+            if isinstance(child, nn.Linear) and is_quantized_name(full + ".weight", spec):
+                parts = take(full, child.out_features, child.in_features)
+                setattr(module, child_name, QuantLinear(child.in_features, child.out_features, spec, parts,
+                                                        state.pop(f"{full}.bias", None), full + ".weight"))
+    if spec.embedding:
+        n, d = cfg.vocab_size, cfg.hidden_size
+        model.embed = QuantEmbedding(n, d, spec, take("embed", n, d), dtype)
+    quantized = tuple(n + "." for n, m in model.named_modules() if isinstance(m, (QuantLinear, QuantEmbedding)))
+    result = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in result.missing_keys if not k.startswith(quantized)]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"tensors missing: {missing[:3]}; not in a {cfg.name} model: {result.unexpected_keys[:3]}")
+    if cfg.tie_embeddings and not spec.head and not spec.embedding:
+        model.lm_head.weight = model.embed.weight
+    model.quantization = spec
+    return model.eval().requires_grad_(False)
