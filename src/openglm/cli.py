@@ -19,7 +19,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
 from .embedded import EMBEDDED_DIR
-from .loading import load_for_inference  # re-exported: callers load models as the CLI does
+from .loading import Quantize, load_for_inference  # re-exported: callers load models as the CLI does
 
 __all__ = ["app", "load_for_inference", "main"]
 
@@ -222,14 +222,16 @@ DTypeOpt = Annotated[DType, typer.Option(help="weight dtype (auto: as stored; ge
                                               "weights in float32 on a CPU without AVX-512)")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="decode through a TorchInductor-compiled step: "
                                           "faster tokens after a compile of ~1 min (needs a C++ compiler)")]
+QuantizeOpt = Annotated[Quantize | None, typer.Option(help="quantize the weights as they load: int8 (per channel) "
+                                                   "or int4 (groups of 64); less memory, faster decoding")]
 TemperatureOpt = Annotated[float, typer.Option(min=0.0, help="sampling temperature (0: greedy)")]
 TopPOpt = Annotated[float, typer.Option(min=0.0, max=1.0, help="nucleus sampling: keep this much probability "
                                         "mass (1: off)")]
 TokensOpt = Annotated[int, typer.Option("--max-new-tokens", "-n", min=1, help="reply length limit in tokens")]
 
 
-def _load(model, preset, dtype, compiled):
-    return load_for_inference(model, preset, dtype.value, compiled, say=_say)
+def _load(model, preset, dtype, compiled, quantize=None):
+    return load_for_inference(model, preset, dtype.value, compiled, say=_say, quantize=quantize)
 
 
 @app.command(short_help="Re-save a checkpoint in another layout or dtype.")
@@ -254,12 +256,41 @@ def convert(
     _say(f"wrote {layout.value} checkpoint to {out}")
 
 
+@app.command(short_help="Write an INT8 or INT4 weight-only quantized checkpoint.")
+def quantize(
+    src: Annotated[Path, typer.Argument(metavar="SRC", help="full-precision checkpoint directory (any layout)")],
+    dst: Annotated[Path, typer.Argument(metavar="DST", help="directory to write")],
+    bits: Annotated[int, typer.Option(help="8: INT8 per output channel; 4: INT4 in groups")] = 8,
+    group_size: Annotated[int, typer.Option(help="INT4: input columns sharing one scale (32, 64, 128 or 256)")]
+    = 64,
+    keep_head: Annotated[bool, typer.Option("--keep-head", help="leave the output head in full precision")] = False,
+    keep_embedding: Annotated[bool, typer.Option("--keep-embedding", help="leave the token embedding in full "
+                                                 "precision")] = False,
+    max_shard_gb: Annotated[float, typer.Option(min=0.001, help="maximum shard size in GB")] = 5.0,
+) -> None:
+    """Write a weight-only quantized copy of a checkpoint (tokenizer included), one tensor at a time:
+    memory holds the quantized model plus one full-precision tensor. Load it like any checkpoint.
+
+    \b
+    Example:
+      openglm quantize ./glm-4-9b-chat ./glm-4-9b-chat-int4 --bits 4 --group-size 64
+    """
+    from .io import quantize_checkpoint
+    from .model import QuantSpec
+
+    spec = QuantSpec(bits=bits, group_size=group_size, head=not keep_head, embedding=not keep_embedding)
+    out = quantize_checkpoint(src, dst, spec, max_shard_bytes=int(max_shard_gb * 2**30))
+    size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+    _say(f"wrote {spec.name} checkpoint to {out} ({size / 2**20:,.1f} MiB of weights)")
+
+
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="the prompt (sent as a user turn unless --raw)")],
     model: ModelOpt = None,
     preset: PresetOpt = None,
     dtype: DTypeOpt = DType.auto,
+    quantize: QuantizeOpt = None,
     max_new_tokens: TokensOpt = 128,
     temperature: TemperatureOpt = 0.0,
     top_k: Annotated[int, typer.Option(min=0, help="sample among the k likeliest tokens (0: off)")] = 0,
@@ -278,7 +309,7 @@ def generate(
     """
     from .infer import generate as gen
 
-    m, tok = _load(model, preset, dtype, compiled)
+    m, tok = _load(model, preset, dtype, compiled, quantize)
     prompt_in = prompt if raw else [{"role": "user", "content": prompt}]
     _print_stream(gen(m, tok, prompt_in, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                       repetition_penalty=repetition_penalty, seed=seed, stream=True), reply=not raw)
@@ -306,6 +337,7 @@ def chat(
     model: ModelOpt = None,
     preset: PresetOpt = None,
     dtype: DTypeOpt = DType.auto,
+    quantize: QuantizeOpt = None,
     max_new_tokens: TokensOpt = 512,
     temperature: TemperatureOpt = 0.0,
     top_p: TopPOpt = 1.0,
@@ -321,7 +353,7 @@ def chat(
     from .infer import PromptCache
     from .infer import generate as gen
 
-    m, tok = _load(model, preset, dtype, compiled)
+    m, tok = _load(model, preset, dtype, compiled, quantize)
     reuse = PromptCache()  # each turn computes only the tokens after the history it shares
     system: str | None = None
     history: list[dict] = []
@@ -361,6 +393,7 @@ def serve(
     model: ModelOpt = None,
     preset: PresetOpt = None,
     dtype: DTypeOpt = DType.auto,
+    quantize: QuantizeOpt = None,
     host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0 exposes it to the network)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="port (0: any free one; the line printed once "
                                       "listening names it)")] = 8000,
@@ -382,7 +415,7 @@ def serve(
 
     from .serve import create_app
 
-    m, tok = _load(model, preset, dtype, compiled)
+    m, tok = _load(model, preset, dtype, compiled, quantize)
     name = name or (model.name if model else m.config.name)
     note = " (API key required)" if api_key else ""
 

@@ -20,6 +20,8 @@ from rich.prompt import Confirm
 from rich.syntax import Syntax
 from rich.text import Text
 
+from openglm.loading import Quantize
+
 from .events import FinalEvent, ObservationEvent, TextDelta, ToolCallEvent, to_dict
 
 app = typer.Typer(add_completion=False, subcommand_metavar="", rich_markup_mode=None,
@@ -68,6 +70,8 @@ def agent(
     temperature: Annotated[float, typer.Option(min=0.0, help="sampling temperature (0: greedy)")] = 0.0,
     compiled: Annotated[bool, typer.Option("--compile", help="local model: decode through a compiled step "
                                           "(faster tokens after a compile of ~1 min)")] = False,
+    quantize: Annotated[Quantize | None, typer.Option(help="local model: quantize the weights as they load "
+                                                      "(int8 or int4)")] = None,
     system: Annotated[str | None, typer.Option(help="system prompt for a new session")] = None,
     json_events: Annotated[bool, typer.Option("--json", help="print events as JSON lines")] = False,
     no_sandbox: Annotated[bool, typer.Option("--unsafe-no-sandbox", help="run python WITHOUT the jail")] = False,
@@ -99,7 +103,7 @@ def agent(
         toolset = _builtin_tools(chosen, files, docs, searxng, allow or [], images_endpoint, images_model, diffusers,
                                  python_timeout, no_sandbox, closers)
         toolset += _user_tools(functions or [], mcp or [], files / "outputs", closers)
-        backend = _backend(model, preset, endpoint, api_key, served_model, temperature, compiled)
+        backend = _backend(model, preset, endpoint, api_key, served_model, temperature, compiled, quantize)
         limits = Limits(max_steps=max_steps, max_turn_tokens=max_new_tokens)
         confirm = (lambda call: True) if yes else _ask
         runner = Agent(backend, toolset, limits=limits, system_prompt=system, multiple_calls=multiple_calls,
@@ -180,14 +184,14 @@ def _user_tools(functions, servers, outputs: Path, closers) -> list:
     return out
 
 
-def _backend(model, preset, endpoint, api_key, served_model, temperature, compiled):
+def _backend(model, preset, endpoint, api_key, served_model, temperature, compiled, quantize=None):
     from .backends import LocalBackend, OpenAIBackend
 
     if endpoint:
         return OpenAIBackend(endpoint, api_key, served_model, temperature=temperature)
     from openglm.loading import load_for_inference
 
-    m, tok = load_for_inference(model, preset, compiled=compiled)
+    m, tok = load_for_inference(model, preset, compiled=compiled, quantize=quantize)
     return LocalBackend(m, tok, temperature=temperature)
 
 

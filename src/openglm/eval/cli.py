@@ -7,11 +7,14 @@ from typing import Annotated
 
 import typer
 
+from openglm.loading import Quantize
+
 app = typer.Typer(help="Evaluate models: agent tool use on held-out tasks, in-context copying.", no_args_is_help=True,
                   add_completion=False, rich_markup_mode=None,
                   epilog="\b\nExample:\n  openglm eval agent --n 20")
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="checkpoint directory (default: the "
                                                "embedded nano agent model)")]
+QuantizeOpt = Annotated[Quantize | None, typer.Option(help="quantize the weights as they load (int8 or int4)")]
 
 
 @app.command("agent")
@@ -25,6 +28,7 @@ def agent_eval(
                                                "fit their schemas (as the agent does); off: the raw model")] = True,
     compiled: Annotated[bool, typer.Option("--compile", help="decode through a compiled step (faster tokens "
                                            "after a compile of ~1 min)")] = False,
+    quantize: QuantizeOpt = None,
 ) -> None:
     """Tool-use metrics on held-out synthetic tasks: valid calls, tool choice, argument match,
     and answer accuracy with tools vs without.
@@ -39,7 +43,7 @@ def agent_eval(
 
     from .agent import evaluate, markdown, to_json
 
-    m, tok = load_for_inference(model, compiled=compiled)
+    m, tok = load_for_inference(model, compiled=compiled, quantize=quantize)
     backend = LocalBackend(m, tok, guided_tools=guided_tools)
     summary = evaluate(backend, generate_tasks(n, seed=seed, split="heldout"), with_baseline=baseline)
     table = markdown(summary)
@@ -57,6 +61,7 @@ def induction_eval(
     seq_len: Annotated[int, typer.Option(help="tokens per row")] = 128,
     seed: Annotated[int, typer.Option(help="seed of the random rows")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    quantize: QuantizeOpt = None,
 ) -> None:
     """In-context copying: next-token accuracy inside a span the model has seen earlier in the
     row (what copying a name into a tool call needs), against chance.
@@ -73,7 +78,8 @@ def induction_eval(
     from .induction import induction_score
 
     # The probe feeds token ids, so a checkpoint needs no tokenizer (the speedrun's drill has none).
-    m = load_model(model).for_inference() if model else load_for_inference(None)[0]
+    scheme = quantize.value if quantize else None
+    m = load_model(model, quantize=scheme).for_inference() if model else load_for_inference(None, quantize=scheme)[0]
     score = induction_score(m, rows=rows, seq_len=seq_len, seed=seed)
     if json_out:
         print(json.dumps(score.to_dict()))

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from ..model.config import GLMConfig, config_kind, read_json_object
 from ..model.glm import GLM
-from ..model.quant import QuantSpec, quantized_glm
+from ..model.quant import QuantSpec, quantized_glm, quantizing_sink
 from .layouts import (
     LAYOUTS,
     chatglm_config,
@@ -33,7 +33,7 @@ from .layouts import (
     layout_for_kind,
     to_openglm,
 )
-from .quantized import QUANT_KEY, load_quantized, quantizing_sink
+from .quantized import QUANT_KEY, load_quantized
 
 INDEX = "model.safetensors.index.json"
 SIDE_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -125,7 +125,7 @@ def load_model(path: str | Path, dtype: torch.dtype | None = None, device: str |
     if quantize is not None:
         spec = QuantSpec.named(quantize) if isinstance(quantize, str) else quantize
         state: dict[str, torch.Tensor] = {}
-        cfg, _ = read_checkpoint(path, dtype, put_for=lambda c: quantizing_sink(state, spec, c))
+        cfg, _ = read_checkpoint(path, dtype, put_for=lambda c: quantizing_sink(state, spec, c.tie_embeddings))
         try:
             return quantized_glm(cfg, {k: v.to(device) for k, v in state.items()}, spec)
         except ValueError as e:

@@ -19,31 +19,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..model.config import GLMConfig
-from ..model.quant import QuantSpec, canonical_shapes, is_quantized_name, quantize_weight, quantized_glm
+from ..model.quant import QuantSpec, canonical_shapes, is_quantized_name, quantized_glm, quantizing_sink
 from .layouts import hf_config
 
 QUANT_KEY = "openglm_quantization"
-
-
-def quantizing_sink(state: dict, spec: QuantSpec, cfg: GLMConfig):
-    """A `put(name, tensor)` for layouts.to_openglm that stores quantizable weights in canonical
-    form as they arrive (the full-precision tensor is dropped at once) and the rest as they are."""
-
-    def put(name: str, t: torch.Tensor) -> None:
-        if name == "embed.weight" and cfg.tie_embeddings:  # the head is this same matrix
-            if spec.head:
-                state.update({f"lm_head.{k}": v for k, v in quantize_weight(t, spec.bits, spec.group_size,
-                                                                             "lm_head.weight").items()})
-            else:
-                state["lm_head.weight"] = t
-        if is_quantized_name(name, spec):
-            module = name.removesuffix(".weight")
-            state.update({f"{module}.{k}": v for k, v in quantize_weight(t, spec.bits, spec.group_size,
-                                                                          name).items()})
-        else:
-            state[name] = t
-
-    return put
 
 
 def float_shapes_of(cfg: GLMConfig) -> dict[str, tuple[int, ...]]:
@@ -106,7 +85,7 @@ def quantize_checkpoint(src: str | Path, dst: str | Path, spec: QuantSpec | str,
     if src.resolve() == dst.resolve():
         raise ValueError(f"{dst}: write the quantized checkpoint to another folder than its source")
     state: dict[str, torch.Tensor] = {}
-    cfg, _ = read_checkpoint(src, dtype, put_for=lambda c: quantizing_sink(state, spec, c))
+    cfg, _ = read_checkpoint(src, dtype, put_for=lambda c: quantizing_sink(state, spec, c.tie_embeddings))
 
     float_dtype = state["final_norm.weight"].dtype
     write_quantized(state, hf_config(cfg, float_dtype), spec, dst, max_shard_bytes)

@@ -31,3 +31,20 @@ ONEDNN_DTYPES = _onednn_linear_dtypes() if torch.backends.mkldnn.is_available() 
 def cpu_computes_natively(dtype: torch.dtype) -> bool:
     """Whether this CPU multiplies `dtype` matrices at full speed (fp32: always)."""
     return dtype == torch.float32 or dtype in ONEDNN_DTYPES
+
+
+def available_memory() -> int:
+    """Bytes the kernel says a new allocation can take without swapping (MemAvailable)."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def fits(extra_bytes: int) -> bool:
+    """Whether `extra_bytes` more (a converted or packed copy of weights) leave half the memory
+    available now free: what an inference setting may spend on speed without risking the process."""
+    return extra_bytes <= available_memory() // 2

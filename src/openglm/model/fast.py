@@ -160,13 +160,17 @@ REFERENCE = {fast: ref for ref, fast in FAST.items()}
 
 def use_fast_paths(model: nn.Module, pack: bool = True) -> nn.Module:
     """Swap the fast variants into `model` in place (see the module docstring); pack: keep oneDNN-
-    packed weights where oneDNN runs their dtype. Only exact reference types are swapped (a LoRA
+    packed weights where oneDNN runs their dtype, layer by layer while the copies fit in memory
+    (cpu.fits: a large model is never doubled). Only exact reference types are swapped (a LoRA
     layer keeps its class). Returns the model."""
+    packed_bytes = 0
     for m in model.modules():
         if type(m) in FAST:
             m.__class__ = FAST[type(m)]
         if type(m) is FastLinear:
-            m.packed = pack and m.weight.dtype in cpu.ONEDNN_DTYPES
+            w = m.weight
+            m.packed = pack and w.dtype in cpu.ONEDNN_DTYPES and cpu.fits(packed_bytes + w.nbytes)
+            packed_bytes += w.nbytes if m.packed else 0
             if not m.packed:
                 _drop_pack(m)
     return model

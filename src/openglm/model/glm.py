@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .cache import KVCache
 from .config import GLMConfig
-from .cpu import cpu_computes_natively
+from .cpu import cpu_computes_natively, fits
 from .head_loss import head_cross_entropy
 
 IGNORE = -100  # a target that takes no loss (transformers' convention)
@@ -198,12 +198,15 @@ class GLM(nn.Module):
     def for_inference(self, upcast: bool = True, pack: bool = True) -> GLM:
         """Eval mode with model/fast.py's CPU inference modules swapped in (same logits to float
         rounding; training runs this file's). upcast: half weights this CPU cannot multiply
-        natively (no AVX-512) become fp32. pack: oneDNN-packed weight copies (2x their RAM)."""
+        natively (no AVX-512) become fp32, where that fits in memory. pack: oneDNN-packed weight
+        copies, as many as fit in memory (each doubles its layer's RAM)."""
         from .fast import use_fast_paths  # fast.py builds on this module
 
         p = self.final_norm.weight  # a float tensor in every model, quantized ones included
         if upcast and p.device.type == "cpu" and not cpu_computes_natively(p.dtype):
-            self.float()
+            half = sum(t.numel() for t in self.parameters() if t.is_floating_point())
+            if fits(half * 2):  # fp32 takes 2 more bytes per weight
+                self.float()
         return use_fast_paths(self.eval(), pack)
 
     def pack_weights(self, enable: bool = True) -> GLM:

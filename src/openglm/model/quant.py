@@ -242,6 +242,51 @@ def is_quantized_name(name: str, spec: QuantSpec) -> bool:
     return name.endswith(("attn.qkv.weight", "attn.proj.weight", "mlp.gate_up.weight", "mlp.down.weight"))
 
 
+def quantizing_sink(state: dict, spec: QuantSpec, tie_embeddings: bool):
+    """A `put(name, tensor)` for io.layouts.to_openglm that stores quantizable weights in canonical
+    form as they arrive (the full-precision tensor is dropped at once) and the rest as they are."""
+
+    def put(name: str, t: torch.Tensor) -> None:
+        if name == "embed.weight" and tie_embeddings:  # the head is this same matrix
+            if spec.head:
+                state.update({f"lm_head.{k}": v for k, v in quantize_weight(t, spec.bits, spec.group_size,
+                                                                             "lm_head.weight").items()})
+            else:
+                state["lm_head.weight"] = t
+        if is_quantized_name(name, spec):
+            module = name.removesuffix(".weight")
+            state.update({f"{module}.{k}": v for k, v in quantize_weight(t, spec.bits, spec.group_size,
+                                                                          name).items()})
+        else:
+            state[name] = t
+
+    return put
+
+
+def random_quantized_glm(cfg, spec: QuantSpec, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> nn.Module:
+    """A GLM of random weights (GLM.init_weights' distribution, unscaled), quantized tensor by
+    tensor: a model too large to hold in full precision (the 9B preset) still fits."""
+    from .glm import GLM
+
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in GLM(cfg).state_dict().items()}
+    gen = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    put = quantizing_sink(state, spec, cfg.tie_embeddings)
+    for name, shape in shapes.items():
+        if name == "lm_head.weight" and cfg.tie_embeddings:
+            continue
+        w = torch.empty(shape, dtype=dtype)
+        if name.endswith("norm.weight"):
+            w.fill_(1.0)
+        elif len(shape) == 1:
+            w.zero_()
+        else:
+            w.normal_(0.0, cfg.init_std, generator=gen)
+        put(name, w)
+    return quantized_glm(cfg, state, spec)
+
+
 def quantized_glm(cfg, state: dict[str, torch.Tensor], spec: QuantSpec) -> nn.Module:
     """A GLM built from a state dict whose quantized weights are in canonical form
     (`{module}.qweight`, `.scales`, `.zeros`) and the rest in floating point. Consumes `state`;
