@@ -69,8 +69,11 @@ class CompiledDecoder:
         # a code object of its own: dynamo caches graphs (and counts recompiles against its limit)
         # per code object, so decoders sharing one would fail after a few models in one process
         own = types.FunctionType(_next_token_logits.__code__.replace(), _next_token_logits.__globals__)
+        # autotuning picks the float GEMMs' kernels; a quantized model's matmuls are PyTorch's own
+        # INT8/INT4 kernels already, and tuning them only made the first token ~3x slower
+        tune = getattr(model, "quantization", None) is None
         self._step = torch.compile(own, fullgraph=True,
-                                   options={"max_autotune": True, "guard_filter_fn": self.keep_guards})
+                                   options={"max_autotune": tune, "guard_filter_fn": self.keep_guards})
 
     @property
     def model(self) -> GLM:

@@ -167,15 +167,18 @@ def read_checkpoint(path: Path, dtype: torch.dtype | None = None, put_for=None) 
         if unexpected:
             raise CheckpointError(f"{path}: {len(unexpected)} tensors not in a {cfg.name} model, e.g. {unexpected[:3]}")
         _check_headers(where, want, mixed_ok=dtype is not None)
+        recent: list = []  # handles of put_for's reads, newest last
+        stack.callback(lambda: [h.__exit__(None, None, None) for h in recent])
 
         def get(name: str) -> torch.Tensor:
             handle, file = where[name]
             try:
-                if put_for is None:
-                    t = handle.get_tensor(name)
-                else:
-                    with safe_open(str(file), framework="pt") as own:
-                        t = own.get_tensor(name).clone()
+                if put_for is not None:  # a handle of its own, closed (pages and all) a few reads later
+                    handle = safe_open(str(file), framework="pt").__enter__()
+                    recent.append(handle)
+                    if len(recent) > 3:  # q, k and v are read before they are joined
+                        recent.pop(0).__exit__(None, None, None)
+                t = handle.get_tensor(name)
             except (SafetensorError, OSError, RuntimeError) as e:
                 raise CheckpointError(f"cannot read tensor {name} from {file} (truncated file?): {e}") from None
             stored, t = t.dtype, (t.to(dtype) if dtype is not None and t.dtype != dtype else t)

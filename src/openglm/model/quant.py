@@ -75,16 +75,31 @@ class QuantSpec:
 
 # -- the canonical form ------------------------------------------------------------------------
 
+CHUNK_ELEMENTS = 1 << 20  # rows are quantized in blocks of about this many weights: bounded temporaries
+
+
 def quantize_weight(w: torch.Tensor, bits: int, group_size: int = 64, name: str = "weight") -> dict[str, torch.Tensor]:
-    """A [N, K] weight in canonical form (see the module docstring); rounding to nearest."""
-    w = w.detach().float()
+    """A [N, K] weight in canonical form (see the module docstring); rounding to nearest. Works
+    through the rows in blocks written into the outputs, so a 9B model's largest matrix needs no
+    fp32 copy of itself."""
+    N, K = w.shape
+    if bits == 4 and K % group_size:
+        raise ValueError(f"{name}: {K} input columns are not a multiple of the INT4 group size {group_size}; "
+                         f"pick a group size dividing {K}")
+    out = {key: torch.empty(shape, dtype=dtype)
+           for key, (shape, dtype) in canonical_shapes(N, K, QuantSpec(bits, group_size)).items()}
+    rows = max(1, CHUNK_ELEMENTS // K)
+    for i in range(0, N, rows):
+        for key, block in _quantize_rows(w[i:i + rows].detach().float(), bits, group_size).items():
+            out[key][i:i + rows] = block
+    return out
+
+
+def _quantize_rows(w: torch.Tensor, bits: int, group_size: int) -> dict[str, torch.Tensor]:
     N, K = w.shape
     if bits == 8:
         scales = (w.abs().amax(1) / 127).clamp(min=1e-12)
         return {"qweight": torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8), "scales": scales}
-    if K % group_size:
-        raise ValueError(f"{name}: {K} input columns are not a multiple of the INT4 group size {group_size}; "
-                         f"pick a group size dividing {K}")
     groups = w.view(N, K // group_size, group_size)
     low, high = groups.amin(-1), groups.amax(-1)
     scales = ((high - low) / 15).clamp(min=1e-12)
@@ -252,13 +267,13 @@ def quantizing_sink(state: dict, spec: QuantSpec, tie_embeddings: bool):
                 state.update({f"lm_head.{k}": v for k, v in quantize_weight(t, spec.bits, spec.group_size,
                                                                              "lm_head.weight").items()})
             else:
-                state["lm_head.weight"] = t
+                state["lm_head.weight"] = t.clone()
         if is_quantized_name(name, spec):
             module = name.removesuffix(".weight")
             state.update({f"{module}.{k}": v for k, v in quantize_weight(t, spec.bits, spec.group_size,
                                                                           name).items()})
-        else:
-            state[name] = t
+        else:  # a copy: a view would keep the whole file it was read from mapped
+            state[name] = t.clone()
 
     return put
 
