@@ -59,8 +59,8 @@ def test_made_up_cities_are_training_only_and_never_overlap_real_names():
 
 
 def test_made_up_chinese_names_use_the_characters_of_heldout_names():
-    # A name character never seen in a training name was not copied (沈 of 沈阳, 雅 of 雅加达,
-    # session 16); the made-up names now draw on the 2,000 most frequent characters.
+    # A name character never seen in a training name was not copied (沈 of 沈阳, 雅 of 雅加达);
+    # the made-up names draw on the 2,000 most frequent characters.
     made_up = "".join(c.zh for c in world.CITIES if c.synthetic)
     held = "".join(c.zh for c in world.CITIES if c.heldout)
     pool = set(world._COMMON_HAN + world._MORE_HAN)

@@ -142,8 +142,8 @@ def test_the_grammar_text_names_each_offered_tool():
 
 def test_the_embedded_agent_calls_only_given_tools_with_arguments_that_fit(tok):
     # Unconstrained, the embedded model answers greetings with `print(city * Good ...)` even
-    # when python is not offered (session 17), and names convert_units' arguments as in its
-    # training data (`from_unit`), not as this schema does (session 18).
+    # when python is not offered, and names convert_units' arguments as in its training data
+    # (`from_unit`), not as this schema does.
     from openglm.agent.tools import function_tool
     from openglm.io import load_model
 
