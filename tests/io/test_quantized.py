@@ -134,3 +134,42 @@ def test_streaming_quantized_load_holds_one_tensor_at_a_time(tmp_path):
     assert figures["growth"] <= 1.3 * figures["quantized"] + largest, (figures, largest, total)
     with safe_open(str(shards[0]), "pt") as h:
         assert h.get_tensor(next(iter(h.keys()))).dtype == torch.bfloat16
+
+
+def test_cli_quantizes_and_generates_and_names_bad_settings(tmp_path):
+    from typer.testing import CliRunner
+
+    from openglm.cli import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["quantize", str(EMBEDDED_DIR), str(tmp_path / "q4"), "--bits", "4",
+                               "--group-size", "32"])
+    assert done.exit_code == 0, done.output
+    reply = runner.invoke(app, ["generate", "--model", str(tmp_path / "q4"), "What is 2 + 2?", "-n", "8"])
+    assert reply.exit_code == 0 and reply.stdout.strip()
+    on_load = runner.invoke(app, ["generate", "What is 2 + 2?", "-n", "8", "--quantize", "int8"])
+    assert on_load.exit_code == 0 and on_load.stdout.strip()
+    for args, words in [(["--bits", "5"], "bits must be 8 or 4"), (["--bits", "4", "--group-size", "48"],
+                                                                    "group size must be one of")]:
+        bad = runner.invoke(app, ["quantize", str(EMBEDDED_DIR), str(tmp_path / "bad"), *args])
+        assert bad.exit_code != 0 and words in bad.output and "Traceback" not in bad.output
+        assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_packing_and_upcasting_stop_where_memory_runs_out(monkeypatch):
+    from openglm.model import GLM, GLMConfig, cpu
+
+    def packed_layers(model):
+        return sum(bool(getattr(m, "packed", False)) for m in model.modules())
+
+    def packed_bytes(model):
+        return sum(m.weight.nbytes for m in model.modules() if getattr(m, "packed", False))
+
+    roomy = GLM(GLMConfig.from_preset("nano")).for_inference()
+    one_layer = roomy.layers[0].mlp.gate_up.weight.nbytes
+    monkeypatch.setattr(cpu, "available_memory", lambda: 3 * one_layer)  # room for about one more copy
+    tight = GLM(GLMConfig.from_preset("nano")).for_inference()
+    assert packed_layers(roomy) == 1 + 4 * len(roomy.layers)  # (tied head) + 4 linears a block
+    assert 0 < packed_bytes(tight) <= 1.5 * one_layer < packed_bytes(roomy)  # half of what is available
+    half = GLM(GLMConfig.from_preset("nano")).to(torch.bfloat16).for_inference()
+    assert half.final_norm.weight.dtype == torch.bfloat16  # an fp32 copy would not fit either
