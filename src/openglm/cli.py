@@ -8,6 +8,7 @@ A user's mistake ends as one `error:` line on stderr and a non-zero exit; `--deb
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 from enum import Enum
@@ -495,6 +496,11 @@ def info(
     for k, v in cfg.to_dict().items():
         print(f"{k:18s} {v}")
     print(f"{'parameters':18s} {n:,}")
+    if model and (model / "config.json").exists():
+        spec = json.loads((model / "config.json").read_text()).get("openglm_quantization")
+        if isinstance(spec, dict):
+            print(f"{'quantization':18s} int{spec.get('bits')}" + (f", groups of {spec.get('group_size')}"
+                                                                  if spec.get("bits") == 4 else ""))
 
 
 @app.command(short_help="Every stage end to end on a budget, with a report.")

@@ -11,7 +11,6 @@ tensor, and returns no half-loaded model.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,6 +22,7 @@ from safetensors.torch import save_file
 from ..model.config import GLMConfig, config_kind, read_json_object
 from ..model.glm import GLM
 from ..model.quant import QuantSpec, quantized_glm, quantizing_sink
+from .files import INDEX, SIDE_FILES, CheckpointError, usual_mode
 from .layouts import (
     LAYOUTS,
     chatglm_config,
@@ -33,17 +33,10 @@ from .layouts import (
     layout_for_kind,
     to_openglm,
 )
-from .quantized import QUANT_KEY, load_quantized
+from .quantized import QUANT_KEY, load_quantized, write_quantized
 
-INDEX = "model.safetensors.index.json"
-SIDE_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-              "generation_config.json")
 MAX_CONFIG_BYTES, MAX_INDEX_BYTES = 1 << 20, 64 << 20  # real ones: ~2 KB and ~100 KB
 DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}  # what GLM computes in
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message names the file or tensor at fault."""
 
 
 def _roots(path: Path) -> list[Path]:
@@ -141,11 +134,16 @@ def load_model(path: str | Path, dtype: torch.dtype | None = None, device: str |
 
 def read_checkpoint(path: Path, dtype: torch.dtype | None = None, put_for=None) -> tuple[GLMConfig, dict | None]:
     """(config, openglm state dict of tensors mapped from the files) of a full-precision checkpoint,
-    every name, dtype and shape checked first. With put_for, each tensor is instead read into memory
-    of its own and handed to ``put_for(cfg)(name, tensor)`` (the state returned is None): the
-    files' mapped pages are let go tensor by tensor, so a consumer that shrinks each tensor never
-    holds the checkpoint."""
+    every name, dtype and shape checked first. With put_for, each tensor is instead read (not
+    mapped) into memory of its own and handed to ``put_for(cfg)(name, tensor)`` (the state returned
+    is None), so a consumer that shrinks each tensor never holds the checkpoint: a mapping's pages
+    stay resident, and counted, for as long as any tensor of the file is alive."""
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory {path} does not exist")
     raw = _read_json(path, "config.json", MAX_CONFIG_BYTES)
+    if QUANT_KEY in raw:
+        raise CheckpointError(f"{path} holds a quantized model; this needs the full-precision checkpoint it was "
+                              "made from")
     try:
         cfg = GLMConfig.from_dict(raw, source=str(path / "config.json"))
         if "openglm" in raw:
@@ -167,18 +165,12 @@ def read_checkpoint(path: Path, dtype: torch.dtype | None = None, put_for=None) 
         if unexpected:
             raise CheckpointError(f"{path}: {len(unexpected)} tensors not in a {cfg.name} model, e.g. {unexpected[:3]}")
         _check_headers(where, want, mixed_ok=dtype is not None)
-        recent: list = []  # handles of put_for's reads, newest last
-        stack.callback(lambda: [h.__exit__(None, None, None) for h in recent])
+        headers: dict = {}  # file -> (data start, its safetensors header), for put_for's reads
 
         def get(name: str) -> torch.Tensor:
             handle, file = where[name]
             try:
-                if put_for is not None:  # a handle of its own, closed (pages and all) a few reads later
-                    handle = safe_open(str(file), framework="pt").__enter__()
-                    recent.append(handle)
-                    if len(recent) > 3:  # q, k and v are read before they are joined
-                        recent.pop(0).__exit__(None, None, None)
-                t = handle.get_tensor(name)
+                t = handle.get_tensor(name) if put_for is None else _read_unmapped(file, name, headers)
             except (SafetensorError, OSError, RuntimeError) as e:
                 raise CheckpointError(f"cannot read tensor {name} from {file} (truncated file?): {e}") from None
             stored, t = t.dtype, (t.to(dtype) if dtype is not None and t.dtype != dtype else t)
@@ -201,6 +193,25 @@ def read_checkpoint(path: Path, dtype: torch.dtype | None = None, put_for=None) 
         if cfg.tie_embeddings:
             state["lm_head.weight"] = state["embed.weight"]
     return cfg, state
+
+
+def _read_unmapped(file: Path, name: str, headers: dict) -> torch.Tensor:
+    """One tensor of a safetensors file read with plain reads (the format: an 8-byte header length,
+    the JSON header with each tensor's dtype, shape and byte range, then the data)."""
+    if file not in headers:
+        with open(file, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            headers[file] = (8 + n, json.loads(f.read(n)))
+    start, header = headers[file]
+    info = header[name]
+    begin, end = info["data_offsets"]
+    with open(file, "rb") as f:
+        f.seek(start + begin)
+        data = bytearray(f.read(end - begin))
+    if len(data) != end - begin:
+        raise OSError(f"{file.name} ends before tensor {name}")
+    return torch.frombuffer(data, dtype=DTYPES[info["dtype"]]).view(info["shape"]) if data else \
+        torch.empty(info["shape"], dtype=DTYPES[info["dtype"]])
 
 
 def _check_headers(where: dict, want: dict[str, tuple[int, ...]], mixed_ok: bool) -> None:
@@ -282,22 +293,6 @@ def save_model(model: GLM, out_dir: str | Path, layout: str = "hf", dtype: torch
     return out
 
 
-def _umask() -> int:
-    try:  # read, not set: setting it to learn it would briefly change it for every thread
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        mask = os.umask(0o022)
-        os.umask(mask)
-        return mask
-
-
-def usual_mode(path: Path) -> None:
-    """safetensors writes its files 0600 (through a temporary file); give them the mode every other
-    file gets (0644 under the usual umask), so a saved model can be shared like the rest of its folder."""
-    os.chmod(path, 0o666 & ~_umask())
-
-
 def convert(src: str | Path, dst: str | Path, layout: str = "hf", dtype: torch.dtype | None = None,
             max_shard_bytes: int = 5 * 2**30) -> Path:
     """Re-save a checkpoint in another layout, carrying tokenizer and generation files along."""
@@ -307,4 +302,27 @@ def convert(src: str | Path, dst: str | Path, layout: str = "hf", dtype: torch.d
     for name in SIDE_FILES:
         if (src / name).exists() and not (name == "generation_config.json" and layout == "hf"):
             shutil.copyfile(src / name, dst / name)
+    return dst
+
+
+def quantize_checkpoint(src: str | Path, dst: str | Path, spec: QuantSpec | str, dtype: torch.dtype | None = None,
+                        max_shard_bytes: int = 5 * 2**30) -> Path:
+    """Write a quantized copy of the checkpoint `src` (any layout) to `dst`, with its tokenizer.
+    Peak memory: the quantized model plus one full-precision tensor. dtype: of the parts that
+    stay in floating point (norms, biases; default: as stored)."""
+    spec = QuantSpec.named(spec) if isinstance(spec, str) else spec
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve():
+        raise ValueError(f"{dst}: write the quantized checkpoint to another folder than its source")
+    state: dict[str, torch.Tensor] = {}
+    cfg, _ = read_checkpoint(src, dtype, put_for=lambda c: quantizing_sink(state, spec, c.tie_embeddings))
+
+    float_dtype = state["final_norm.weight"].dtype
+    write_quantized(state, hf_config(cfg, float_dtype), spec, dst, max_shard_bytes)
+    for name in SIDE_FILES:
+        if (src / name).exists() and name != "generation_config.json":
+            shutil.copyfile(src / name, dst / name)
+    if cfg.eos_token_ids:
+        gen = {"eos_token_id": list(cfg.eos_token_ids), "pad_token_id": cfg.pad_token_id}
+        (dst / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     return dst

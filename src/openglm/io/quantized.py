@@ -1,4 +1,4 @@
-"""Quantized checkpoints: write one from a full-precision checkpoint, tensor by tensor, and read it.
+"""Quantized checkpoints: the writer behind `checkpoint.quantize_checkpoint`, and the reader.
 
 A quantized checkpoint is a folder like any other (config.json, safetensors shards, the
 tokenizer files); config.json is the source's Hugging Face config plus an
@@ -11,7 +11,6 @@ Neither side ever holds the full-precision model: each weight is read, quantized
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -19,8 +18,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..model.config import GLMConfig
-from ..model.quant import QuantSpec, canonical_shapes, is_quantized_name, quantized_glm, quantizing_sink
-from .layouts import hf_config
+from ..model.quant import QuantSpec, canonical_shapes, is_quantized_name, quantized_glm
+from .files import INDEX, CheckpointError, usual_mode
 
 QUANT_KEY = "openglm_quantization"
 
@@ -47,8 +46,6 @@ def expected_quantized(cfg: GLMConfig, spec: QuantSpec, float_shapes: dict[str, 
 
 def write_quantized(state: dict[str, torch.Tensor], raw_config: dict, spec: QuantSpec, dst: Path,
                     max_shard_bytes: int) -> None:
-    from .checkpoint import INDEX, usual_mode
-
     dst.mkdir(parents=True, exist_ok=True)
     config = {**raw_config, QUANT_KEY: spec.to_json()}
     (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -73,35 +70,8 @@ def write_quantized(state: dict[str, torch.Tensor], raw_config: dict, spec: Quan
         (dst / INDEX).write_text(json.dumps(index, indent=2) + "\n")
 
 
-def quantize_checkpoint(src: str | Path, dst: str | Path, spec: QuantSpec | str, dtype: torch.dtype | None = None,
-                        max_shard_bytes: int = 5 * 2**30) -> Path:
-    """Write a quantized copy of the checkpoint `src` (any layout) to `dst`, with its tokenizer.
-    Peak memory: the quantized model plus one full-precision tensor. dtype: of the parts that
-    stay in floating point (norms, biases; default: as stored)."""
-    from .checkpoint import SIDE_FILES, read_checkpoint
-
-    spec = QuantSpec.named(spec) if isinstance(spec, str) else spec
-    src, dst = Path(src), Path(dst)
-    if src.resolve() == dst.resolve():
-        raise ValueError(f"{dst}: write the quantized checkpoint to another folder than its source")
-    state: dict[str, torch.Tensor] = {}
-    cfg, _ = read_checkpoint(src, dtype, put_for=lambda c: quantizing_sink(state, spec, c.tie_embeddings))
-
-    float_dtype = state["final_norm.weight"].dtype
-    write_quantized(state, hf_config(cfg, float_dtype), spec, dst, max_shard_bytes)
-    for name in SIDE_FILES:
-        if (src / name).exists() and name != "generation_config.json":
-            shutil.copyfile(src / name, dst / name)
-    if cfg.eos_token_ids:
-        gen = {"eos_token_id": list(cfg.eos_token_ids), "pad_token_id": cfg.pad_token_id}
-        (dst / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-    return dst
-
-
 def load_quantized(path: Path, raw: dict, files: list[Path], dtype: torch.dtype | None, device) -> torch.nn.Module:
     """The model of a quantized checkpoint folder (config.json already read as `raw`)."""
-    from .checkpoint import CheckpointError
-
     source = str(path / "config.json")
     try:
         spec = QuantSpec.from_json(raw[QUANT_KEY], source)

@@ -90,21 +90,28 @@ def quantize_weight(w: torch.Tensor, bits: int, group_size: int = 64, name: str 
            for key, (shape, dtype) in canonical_shapes(N, K, QuantSpec(bits, group_size)).items()}
     rows = max(1, CHUNK_ELEMENTS // K)
     for i in range(0, N, rows):
-        for key, block in _quantize_rows(w[i:i + rows].detach().float(), bits, group_size).items():
-            out[key][i:i + rows] = block
+        rows_copy = w[i:i + rows].detach().to(torch.float32, copy=True)
+        _quantize_rows(rows_copy, bits, group_size, {k: v[i:i + rows] for k, v in out.items()})
     return out
 
 
-def _quantize_rows(w: torch.Tensor, bits: int, group_size: int) -> dict[str, torch.Tensor]:
+def _quantize_rows(w: torch.Tensor, bits: int, group_size: int, out: dict[str, torch.Tensor]) -> None:
+    """Quantize the fp32 rows `w` (a copy, changed in place) into the row slices `out`: in-place
+    steps, so that a large model's load leaves no trail of freed temporaries behind."""
     N, K = w.shape
     if bits == 8:
-        scales = (w.abs().amax(1) / 127).clamp(min=1e-12)
-        return {"qweight": torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8), "scales": scales}
+        scales = out["scales"]
+        torch.amax(w.abs(), 1, out=scales)
+        scales.div_(127).clamp_(min=1e-12)
+        out["qweight"].copy_(w.div_(scales[:, None]).round_().clamp_(-127, 127))
+        return
     groups = w.view(N, K // group_size, group_size)
-    low, high = groups.amin(-1), groups.amax(-1)
-    scales = ((high - low) / 15).clamp(min=1e-12)
-    q = torch.round((groups - low[..., None]) / scales[..., None]).clamp(0, 15).to(torch.uint8).view(N, K)
-    return {"qweight": (q[:, 0::2] << 4) | q[:, 1::2], "scales": scales, "zeros": low + 8 * scales}
+    low, scales, zeros = groups.amin(-1), out["scales"], out["zeros"]
+    torch.sub(groups.amax(-1), low, out=scales)
+    scales.div_(15).clamp_(min=1e-12)
+    torch.add(low, scales, alpha=8, out=zeros)
+    q = groups.sub_(low[..., None]).div_(scales[..., None]).round_().clamp_(0, 15).to(torch.uint8).view(N, K)
+    torch.bitwise_or(q[:, 0::2] << 4, q[:, 1::2], out=out["qweight"])
 
 
 def unpack_int4(qweight: torch.Tensor) -> torch.Tensor:

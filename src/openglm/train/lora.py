@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from ..io.checkpoint import usual_mode
+from ..io.files import usual_mode
 from ..io.layouts import HF
 from ..model.glm import Linear
 
