@@ -182,8 +182,14 @@ def read_checkpoint(path: Path, dtype: torch.dtype | None = None, put_for=None) 
             return t
 
         if put_for is not None:
+            sink, trim = put_for(cfg), _heap_trimmer()
+
+            def put(name: str, t: torch.Tensor) -> None:
+                sink(name, t)
+                trim()  # hand the freed full-precision tensor's pages back before reading the next
+
             try:
-                to_openglm(get, cfg, layout, put=put_for(cfg))
+                to_openglm(get, cfg, layout, put=put)
             except ValueError as e:
                 if isinstance(e, CheckpointError):
                     raise
@@ -193,6 +199,19 @@ def read_checkpoint(path: Path, dtype: torch.dtype | None = None, put_for=None) 
         if cfg.tie_embeddings:
             state["lm_head.weight"] = state["embed.weight"]
     return cfg, state
+
+
+def _heap_trimmer():
+    """glibc's malloc_trim(0), which returns freed heap pages to the system (a no-op elsewhere):
+    without it, the freed tensors of a long load stay in the process as holes between the kept
+    quantized ones."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return lambda: libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return lambda: None
 
 
 def _read_unmapped(file: Path, name: str, headers: dict) -> torch.Tensor:
