@@ -7,6 +7,7 @@ import torch
 
 from openglm.model import GLM, GLMConfig, QuantSpec, quantize_model
 from openglm.model.quant import (
+    KERNEL_MAX_ROWS,
     QuantEmbedding,
     QuantLinear,
     canonical_shapes,
@@ -22,16 +23,23 @@ SPECS = [QuantSpec(8), QuantSpec(4, 32), QuantSpec(4, 64), QuantSpec(4, 128)]
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 @pytest.mark.parametrize("bias", [False, True])
 def test_quantized_matmul_equals_matmul_with_the_dequantized_weight(spec, bias):
+    """The kernels take bf16 activations and give bf16 results: equal to the float matmul with the
+    dequantized weight on the bf16-rounded input, to bf16 rounding of the result. Prompt-sized INT8
+    inputs take the float matmul itself (exact)."""
     torch.manual_seed(0)
     w = torch.randn(192, 256) * 0.05
     b = torch.randn(192) if bias else None
     parts = quantize_weight(w, spec.bits, spec.group_size)
     layer = QuantLinear(256, 192, spec, parts, b)
-    assert layer.kernel in ("int8", "int4-cpu")  # the real kernels ran, not the fallback
-    for shape in [(1, 256), (3, 7, 256), (1, 1, 256)]:
+    assert layer.kernel in ("int8", "int4-cpu")  # the real kernels, not the fallback
+    for shape in [(1, 256), (1, 1, 256), (3, 2, 256), (3, 7, 256)]:
         x = torch.randn(shape)
-        want = x @ dequantize(parts).T + (0 if b is None else b)
-        assert torch.allclose(layer(x), want, atol=2e-5, rtol=1e-5), shape
+        rows = x.numel() // 256
+        exact = spec.bits == 8 and rows > KERNEL_MAX_ROWS
+        seen = x if exact else x.bfloat16().float()
+        want = seen @ dequantize(parts).T + (0 if b is None else b)
+        tol = 1e-5 if exact else 8e-3 * want.abs().max().item()  # bf16: 8 bits of mantissa
+        assert (layer(x) - want).abs().max() <= tol, shape
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)

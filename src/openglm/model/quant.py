@@ -1,7 +1,7 @@
 """Weight-only quantization: INT8 per output channel, INT4 in groups along the input dimension.
 
-Weights are stored as small integers with float scales; activations stay in floating point, and
-the matmuls read the integers directly (PyTorch's CPU kernels `_weight_int8pack_mm` and
+Weights are stored as small integers with float scales; activations stay in floating point (the
+kernels take them in bf16), and the matmuls read the integers directly (PyTorch's CPU kernels `_weight_int8pack_mm` and
 `_weight_int4pack_mm_for_cpu`; on CUDA the INT4 "tinygemm" kernel), so decoding, which reads every
 weight once per token, reads 2x (INT8) or ~3.5x (INT4) fewer bytes than bf16. Elsewhere (or where
 a kernel refuses a shape) a layer multiplies by its dequantized weight.
@@ -30,6 +30,11 @@ import torch.nn.functional as F
 BITS = (8, 4)
 GROUP_SIZES = (32, 64, 128, 256)
 SCHEMES = {"int8": 8, "int4": 4}
+# Rows up to which the CPU kernels beat fp32 oneDNN (2 AVX2 cores, 123M model's layers: at 1 row
+# INT8 80 and INT4 123 passes/s against 44; at 16 rows all ~16): more rows (prompts) dequantize
+# the INT8 weight and run one float matmul. The kernels are fast only on bf16 activations (fp32
+# ones ran INT8 at 12 passes/s), so activations are rounded to bf16 on the way in.
+KERNEL_MAX_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -161,11 +166,12 @@ class QuantLinear(nn.Module):
         q, device = parts["qweight"], parts["qweight"].device
         self.kernel = "dequantize"
         if self.bits == 8:
-            self.kernel = "int8" if device.type in ("cpu", "cuda") else "dequantize"
+            self.kernel = "int8" if device.type == "cpu" else "dequantize"
             self.register_buffer("qweight", q.contiguous())
             self.register_buffer("scales", parts["scales"].float())
             return
-        sz = torch.stack((parts["scales"], parts["zeros"]), dim=-1).float().transpose(0, 1).contiguous()
+        # bf16, what the kernels take, kept as int16 bits so that model.float() leaves it alone
+        sz = torch.stack((parts["scales"], parts["zeros"]), dim=-1).transpose(0, 1).to(torch.bfloat16).contiguous()
         values = unpack_int4(q)
         try:
             if device.type == "cpu":
@@ -173,7 +179,7 @@ class QuantLinear(nn.Module):
                 self.kernel = "int4-cpu"
             elif device.type == "cuda":
                 packed = torch.ops.aten._convert_weight_to_int4pack(q.contiguous(), 8)
-                sz, self.kernel = sz.to(torch.bfloat16), "int4-cuda"
+                self.kernel = "int4-cuda"
         except RuntimeError:  # a shape the kernel does not take: multiply by the dequantized weight
             pass
         if self.kernel == "dequantize":
@@ -182,7 +188,7 @@ class QuantLinear(nn.Module):
             self.register_buffer("zeros", parts["zeros"].float())
         else:
             self.register_buffer("qweight", packed)
-            self.register_buffer("scales_zeros", sz)
+            self.register_buffer("scales_zeros", sz.view(torch.int16))
 
     @classmethod
     def from_linear(cls, layer: nn.Linear, spec: QuantSpec, name: str = "weight") -> QuantLinear:
@@ -193,17 +199,18 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        if self.kernel == "int8":
-            y = torch._weight_int8pack_mm(x2, self.qweight, self.scales.to(x.dtype))
+        if self.kernel == "int8" and x2.shape[0] <= KERNEL_MAX_ROWS:
+            y = torch._weight_int8pack_mm(x2.to(torch.bfloat16), self.qweight, self.scales.to(torch.bfloat16))
         elif self.kernel == "int4-cpu":
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.qweight, self.group_size,
-                                                          self.scales_zeros.to(x.dtype))
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2.to(torch.bfloat16), self.qweight, self.group_size,
+                                                          self.scales_zeros.view(torch.bfloat16))
         elif self.kernel == "int4-cuda":
             y = torch.ops.aten._weight_int4pack_mm(x2.to(torch.bfloat16), self.qweight, self.group_size,
-                                                   self.scales_zeros.to(torch.bfloat16)).to(x.dtype)
-        else:
+                                                   self.scales_zeros.view(torch.bfloat16))
+        else:  # prompts (INT8), and shapes no kernel takes: one matmul with the dequantized weight
             parts = {"qweight": self.qweight, "scales": self.scales, "zeros": getattr(self, "zeros", None)}
             y = F.linear(x2, dequantize(parts, x.dtype))
+        y = y.to(x.dtype)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.view(*shape[:-1], self.out_features)
