@@ -48,8 +48,8 @@ def bench_config() -> GLMConfig:
 
 def bytes_per_token(model) -> int:
     """What one decoding step reads: every weight and scale once, the embedding table not at all."""
-    embed = {id(t) for t in model.embed.state_dict().values()}
-    tensors = {id(t): t for t in model.state_dict().values() if id(t) not in embed}
+    embed = {t.data_ptr() for t in model.embed.state_dict().values()}
+    tensors = {t.data_ptr(): t for t in model.state_dict().values() if t.data_ptr() not in embed}
     return sum(t.nbytes for t in tensors.values())
 
 
