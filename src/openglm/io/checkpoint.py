@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..model.config import GLMConfig, config_kind, read_json_object
+from ..model.cpu import heap_trimmer
 from ..model.glm import GLM
 from ..model.quant import QuantSpec, quantized_glm, quantizing_sink
 from .files import INDEX, SIDE_FILES, CheckpointError, usual_mode
@@ -182,7 +183,7 @@ def read_checkpoint(path: Path, dtype: torch.dtype | None = None, put_for=None) 
             return t
 
         if put_for is not None:
-            sink, trim = put_for(cfg), _heap_trimmer()
+            sink, trim = put_for(cfg), heap_trimmer()
 
             def put(name: str, t: torch.Tensor) -> None:
                 sink(name, t)
@@ -199,19 +200,6 @@ def read_checkpoint(path: Path, dtype: torch.dtype | None = None, put_for=None) 
         if cfg.tie_embeddings:
             state["lm_head.weight"] = state["embed.weight"]
     return cfg, state
-
-
-def _heap_trimmer():
-    """glibc's malloc_trim(0), which returns freed heap pages to the system (a no-op elsewhere):
-    without it, the freed tensors of a long load stay in the process as holes between the kept
-    quantized ones."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        return lambda: libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        return lambda: None
 
 
 def _read_unmapped(file: Path, name: str, headers: dict) -> torch.Tensor:

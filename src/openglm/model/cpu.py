@@ -48,3 +48,16 @@ def fits(extra_bytes: int) -> bool:
     """Whether `extra_bytes` more (a converted or packed copy of weights) leave half the memory
     available now free: what an inference setting may spend on speed without risking the process."""
     return extra_bytes <= available_memory() // 2
+
+
+def heap_trimmer():
+    """glibc's malloc_trim(0), which returns freed heap pages to the system (a no-op elsewhere):
+    without it, the freed full-precision tensors of a long quantizing load stay in the process
+    as holes between the kept quantized ones."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return lambda: libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return lambda: None

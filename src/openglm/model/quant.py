@@ -299,7 +299,9 @@ def random_quantized_glm(cfg, spec: QuantSpec, dtype: torch.dtype = torch.bfloat
 
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in GLM(cfg).state_dict().items()}
-    gen = torch.Generator().manual_seed(seed)
+    from .cpu import heap_trimmer
+
+    gen, trim = torch.Generator().manual_seed(seed), heap_trimmer()
     state: dict[str, torch.Tensor] = {}
     put = quantizing_sink(state, spec, cfg.tie_embeddings)
     for name, shape in shapes.items():
@@ -313,6 +315,8 @@ def random_quantized_glm(cfg, spec: QuantSpec, dtype: torch.dtype = torch.bfloat
         else:
             w.normal_(0.0, cfg.init_std, generator=gen)
         put(name, w)
+        del w
+        trim()
     return quantized_glm(cfg, state, spec)
 
 
@@ -332,6 +336,9 @@ def quantized_glm(cfg, state: dict[str, torch.Tensor], spec: QuantSpec) -> nn.Mo
             raise ValueError(f"quantized tensors missing: {', '.join(missing)}")
         return {key: state.pop(f"{module}.{key}") for key in canonical_shapes(n, k, spec)}
 
+    from .cpu import heap_trimmer
+
+    trim = heap_trimmer()
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}".lstrip(".")
@@ -339,6 +346,8 @@ def quantized_glm(cfg, state: dict[str, torch.Tensor], spec: QuantSpec) -> nn.Mo
                 parts = take(full, child.out_features, child.in_features)
                 setattr(module, child_name, QuantLinear(child.in_features, child.out_features, spec, parts,
                                                         state.pop(f"{full}.bias", None), full + ".weight"))
+                del parts
+                trim()  # the canonical form, now in the kernel's layout, leaves no hole behind
     if spec.embedding:
         n, d = cfg.vocab_size, cfg.hidden_size
         model.embed = QuantEmbedding(n, d, spec, take("embed", n, d), dtype)
