@@ -8,9 +8,11 @@ import torch
 from openglm.model import GLM, GLMConfig, QuantSpec, quantize_model
 from openglm.model.quant import (
     KERNEL_MAX_ROWS,
+    PACK_ROWS,
     QuantEmbedding,
     QuantLinear,
     canonical_shapes,
+    cpu_int4_pack,
     dequantize,
     quantize_weight,
     random_quantized_glm,
@@ -66,6 +68,12 @@ def test_a_shape_the_int4_kernel_refuses_falls_back_to_the_dequantized_weight():
     layer = QuantLinear(64, 257, spec, parts)
     x = torch.randn(2, 64)
     assert torch.allclose(layer(x), x @ dequantize(parts).T, atol=1e-5)
+
+
+def test_the_cpu_int4_layout_made_in_blocks_of_rows_equals_the_layout_made_whole():
+    q = quantize_weight(torch.randn(3 * PACK_ROWS + 96, 128), 4, 64)["qweight"]
+    whole = torch.ops.aten._convert_weight_to_int4pack_for_cpu(unpack_int4(q).int(), 1)
+    assert torch.equal(cpu_int4_pack(q), whole)
 
 
 def test_bad_settings_and_shapes_name_what_is_wrong():

@@ -172,10 +172,9 @@ class QuantLinear(nn.Module):
             return
         # bf16, what the kernels take, kept as int16 bits so that model.float() leaves it alone
         sz = torch.stack((parts["scales"], parts["zeros"]), dim=-1).transpose(0, 1).to(torch.bfloat16).contiguous()
-        values = unpack_int4(q)
         try:
             if device.type == "cpu":
-                packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(values.int(), 1)
+                packed = cpu_int4_pack(q)
                 self.kernel = "int4-cpu"
             elif device.type == "cuda":
                 packed = torch.ops.aten._convert_weight_to_int4pack(q.contiguous(), 8)
@@ -218,6 +217,18 @@ class QuantLinear(nn.Module):
     def extra_repr(self) -> str:
         group = f", group_size={self.group_size}" if self.bits == 4 else ""
         return f"in={self.in_features}, out={self.out_features}, int{self.bits}{group}, kernel={self.kernel}"
+
+
+PACK_ROWS = 1024  # rows converted to the CPU kernel's layout at a time (it blocks rows by 32 or 64)
+
+
+def cpu_int4_pack(q: torch.Tensor) -> torch.Tensor:
+    """The CPU INT4 kernel's layout of canonical bytes q [N, K/2], made in blocks of rows: the
+    converter takes int32 values, 8 bytes a weight, which for a 9B model's output head alone
+    would be 2.5 GB at once. tests/model/test_quant.py checks blocks give the layout whole."""
+    blocks = [torch.ops.aten._convert_weight_to_int4pack_for_cpu(unpack_int4(q[i:i + PACK_ROWS]).int(), 1)
+              for i in range(0, q.shape[0], PACK_ROWS)]
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
 
 class QuantEmbedding(nn.Module):
