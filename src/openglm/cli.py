@@ -265,7 +265,7 @@ def convert(
     --format gguf, write one GGUF file (weights, tokenizer, chat template) for llama.cpp and Ollama.
 
     \b
-    Examples:
+    Example:
       openglm convert ./glm-4-9b-chat ./glm4-hf --layout hf --dtype bfloat16
       openglm convert ./my-model my-model-q8.gguf --format gguf --type q8_0
     """
