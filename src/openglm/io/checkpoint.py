@@ -23,7 +23,7 @@ from ..model.config import GLMConfig, config_kind, read_json_object
 from ..model.cpu import heap_trimmer
 from ..model.glm import GLM
 from ..model.quant import QuantSpec, quantized_glm, quantizing_sink
-from .files import INDEX, SIDE_FILES, CheckpointError, usual_mode
+from .files import INDEX, SAFETENSORS_DTYPES, SIDE_FILES, CheckpointError, read_unmapped, usual_mode
 from .layouts import (
     LAYOUTS,
     chatglm_config,
@@ -37,7 +37,7 @@ from .layouts import (
 from .quantized import QUANT_KEY, load_quantized, write_quantized
 
 MAX_CONFIG_BYTES, MAX_INDEX_BYTES = 1 << 20, 64 << 20  # real ones: ~2 KB and ~100 KB
-DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}  # what GLM computes in
+DTYPES = {k: v for k, v in SAFETENSORS_DTYPES.items() if v.is_floating_point}  # what GLM computes in
 
 
 def _roots(path: Path) -> list[Path]:
@@ -171,7 +171,7 @@ def read_checkpoint(path: Path, dtype: torch.dtype | None = None, put_for=None) 
         def get(name: str) -> torch.Tensor:
             handle, file = where[name]
             try:
-                t = handle.get_tensor(name) if put_for is None else _read_unmapped(file, name, headers)
+                t = handle.get_tensor(name) if put_for is None else read_unmapped(file, name, headers)
             except (SafetensorError, OSError, RuntimeError) as e:
                 raise CheckpointError(f"cannot read tensor {name} from {file} (truncated file?): {e}") from None
             stored, t = t.dtype, (t.to(dtype) if dtype is not None and t.dtype != dtype else t)
@@ -200,25 +200,6 @@ def read_checkpoint(path: Path, dtype: torch.dtype | None = None, put_for=None) 
         if cfg.tie_embeddings:
             state["lm_head.weight"] = state["embed.weight"]
     return cfg, state
-
-
-def _read_unmapped(file: Path, name: str, headers: dict) -> torch.Tensor:
-    """One tensor of a safetensors file read with plain reads (the format: an 8-byte header length,
-    the JSON header with each tensor's dtype, shape and byte range, then the data)."""
-    if file not in headers:
-        with open(file, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            headers[file] = (8 + n, json.loads(f.read(n)))
-    start, header = headers[file]
-    info = header[name]
-    begin, end = info["data_offsets"]
-    with open(file, "rb") as f:
-        f.seek(start + begin)
-        data = bytearray(f.read(end - begin))
-    if len(data) != end - begin:
-        raise OSError(f"{file.name} ends before tensor {name}")
-    return torch.frombuffer(data, dtype=DTYPES[info["dtype"]]).view(info["shape"]) if data else \
-        torch.empty(info["shape"], dtype=DTYPES[info["dtype"]])
 
 
 def _check_headers(where: dict, want: dict[str, tuple[int, ...]], mixed_ok: bool) -> None:

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from ..model.config import GLMConfig
 from ..model.quant import QuantSpec, canonical_shapes, is_quantized_name, quantized_glm
-from .files import INDEX, CheckpointError, usual_mode
+from .files import INDEX, SAFETENSORS_DTYPES, CheckpointError, read_unmapped, usual_mode
 
 QUANT_KEY = "openglm_quantization"
 
@@ -80,25 +80,28 @@ def load_quantized(path: Path, raw: dict, files: list[Path], dtype: torch.dtype 
         raise CheckpointError(str(e)) from None
     want = expected_quantized(cfg, spec, float_shapes_of(cfg))
     state: dict[str, torch.Tensor] = {}
+    headers: dict = {}
     for f in files:
         try:
-            with safe_open(str(f), framework="pt") as h:
-                for name in h.keys():
-                    if name not in want:
-                        raise CheckpointError(f"{f.name}: tensor {name} is not part of a {spec.name} {cfg.name} model")
-                    shape, kind = want[name]
-                    info = h.get_slice(name)
-                    t = h.get_tensor(name)
-                    if tuple(info.get_shape()) != shape or (kind is not None and t.dtype != kind):
-                        raise CheckpointError(f"{f.name}: tensor {name} is {t.dtype} {list(t.shape)}, expected "
-                                              f"{kind or 'float'} {list(shape)}")
-                    if t.is_floating_point():
-                        if not (t.sum().isfinite() or torch.isfinite(t).all()):
-                            raise CheckpointError(f"tensor {name} in {f.name} has NaN or Inf values")
-                        if kind is None and dtype is not None:
-                            t = t.to(dtype)
-                    # a copy, not the file's mapping, whose pages would stay resident until it closes
-                    state[name] = t.clone() if torch.device(device).type == "cpu" else t.to(device)
+            with safe_open(str(f), framework="pt") as h:  # the header: names, dtypes, shapes; no data
+                listed = {name: (tuple(h.get_slice(name).get_shape()), h.get_slice(name).get_dtype())
+                          for name in h.keys()}
+            for name, (found, kind_name) in listed.items():
+                if name not in want:
+                    raise CheckpointError(f"{f.name}: tensor {name} is not part of a {spec.name} {cfg.name} model")
+                shape, kind = want[name]
+                found_kind = SAFETENSORS_DTYPES.get(kind_name)
+                if found != shape or found_kind is None or (kind is not None and found_kind != kind) or \
+                        (kind is None and not found_kind.is_floating_point):
+                    raise CheckpointError(f"{f.name}: tensor {name} is {found_kind or kind_name} {list(found)}, "
+                                          f"expected {kind or 'float'} {list(shape)}")
+                t = read_unmapped(f, name, headers)  # plain reads: no mapping stays resident
+                if t.is_floating_point():
+                    if not (t.sum().isfinite() or torch.isfinite(t).all()):
+                        raise CheckpointError(f"tensor {name} in {f.name} has NaN or Inf values")
+                    if kind is None and dtype is not None:
+                        t = t.to(dtype)
+                state[name] = t.to(device)
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f"{f} is not a readable safetensors file (truncated or corrupt?): {e}") from None
     missing = [n for n in want if n not in state]
