@@ -56,8 +56,9 @@ class LMObjective:
         return token_loss_sum(model, batch), {}
 
 
-def token_logprobs(model, batch: dict) -> torch.Tensor:
-    """log p(target) per position [B, T] (0 where there is no target).
+def token_logprobs(model, batch: dict, entropy: bool = False):
+    """log p(target) per position [B, T] (0 where there is no target); with ``entropy``, also
+    the entropy of the predicted distribution there [B, T].
 
     Logits are computed only where there is a target: in SFT most positions (system prompt,
     user and observation turns) have none.
@@ -67,7 +68,11 @@ def token_logprobs(model, batch: dict) -> torch.Tensor:
     logits = model(batch["input_ids"], attention_mask=batch.get("attention_mask"), doc_ids=batch.get("doc_ids"),
                    position_ids=batch.get("position_ids"), logits_at=has_target)
     nll = F.cross_entropy(logits, targets[has_target], reduction="none")
-    return torch.zeros(targets.shape, dtype=nll.dtype, device=nll.device).masked_scatter(has_target, -nll)
+    scatter = lambda v: torch.zeros(targets.shape, dtype=v.dtype, device=v.device).masked_scatter(has_target, v)  # noqa: E731
+    if not entropy:
+        return scatter(-nll)
+    logp = F.log_softmax(logits, -1)
+    return scatter(-nll), scatter(-(logp.exp() * logp).sum(-1).detach())
 
 
 def token_loss_sum(model, batch: dict) -> torch.Tensor:

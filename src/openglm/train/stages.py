@@ -1,11 +1,12 @@
-"""The three stages as functions: build model, data and objective from a config, then train.
+"""The stages as functions: build model, data and objective from a config, then train.
 
     from openglm.train import TrainConfig, run_pretrain
     run_pretrain(TrainConfig.from_yaml("configs/nano_pretrain.yaml"))
 
 Each writes OUT_DIR/{log.jsonl, loss.png, tb/, checkpoints/} and, at the end, OUT_DIR/final
 (the model, LoRA merged, with its tokenizer: ready for `openglm convert`, `load_model`,
-`generate`) and, for LoRA runs, OUT_DIR/adapter (PEFT format).
+`generate`) and, for LoRA runs, OUT_DIR/adapter (PEFT format). A reward model's final adds
+its head (train/reward_model.py).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from ..model import GLM, GLMConfig
 from ..tokenizer import default_tokenizer, load_tokenizer
 from . import distributed as D
 from .checkpoint import STATE_FILE, latest_checkpoint
-from .config import DPOConfig, SFTConfig, TrainConfig
+from .config import DPOConfig, RMConfig, SFTConfig, TrainConfig
 from .data import StepBatches, TokenStream, split_windows, tokenize_text_files, window_plan
 from .dpo import DPOObjective, PreferencePairs
 from .lora import adapters_disabled, apply_lora, merge_lora
 from .objectives import BlankInfilling, LMObjective, causal_collate
+from .reward_model import BradleyTerryObjective, RewardModel
 from .sft import collate_rows, load_conversations, row_plan
 from .trainer import Trainer
 
@@ -181,9 +183,8 @@ def run_sft(cfg: SFTConfig) -> dict:
     return result
 
 
-def run_dpo(cfg: DPOConfig) -> dict:
-    """DPO on preference pairs against the starting model as reference."""
-    info, tok, model = _start(cfg)
+def _preference_data(cfg: DPOConfig | RMConfig, tok, info: D.DistInfo):
+    """Train and held-out pairs (eval_data, else a seeded eval_fraction of train_data) and their loaders."""
     pairs, report = PreferencePairs.load(cfg.train_data, tok, cfg.seq_len, cfg.skip_invalid)
     if cfg.eval_data:
         held, _ = PreferencePairs.load(cfg.eval_data, tok, cfg.seq_len, cfg.skip_invalid)
@@ -192,11 +193,18 @@ def run_dpo(cfg: DPOConfig) -> dict:
         held = PreferencePairs([pairs.pairs[i] for i in out], pairs.ref_logps[out], pairs.pad_id)
         pairs = PreferencePairs([pairs.pairs[i] for i in keep], pairs.ref_logps[keep], pairs.pad_id)
     if info.is_main:
-        print(f"dpo data: {report.summary()}; {len(pairs)} train / {len(held)} eval pairs")
+        print(f"{cfg.STAGE} data: {report.summary()}; {len(pairs)} train / {len(held)} eval pairs")
     gb = cfg.micro_batch_size * cfg.grad_accum * info.world
-    objective = DPOObjective(cfg.beta)
     train = _loader(cfg, pairs.plan(gb, cfg.seed), pairs.collate, info)
     evaluation = _loader(cfg, held.plan(gb, 0), held.collate, info) if len(held) else None
+    return pairs, held, train, evaluation
+
+
+def run_dpo(cfg: DPOConfig) -> dict:
+    """DPO on preference pairs against the starting model as reference."""
+    info, tok, model = _start(cfg)
+    pairs, held, train, evaluation = _preference_data(cfg, tok, info)
+    objective = DPOObjective(cfg.beta)
     trainer = Trainer(cfg, model, objective, train, evaluation, info)
     datasets = [d for d in (pairs, held) if len(d) and not d.has_reference]
     if datasets and cfg.reference == "precompute":
@@ -211,20 +219,32 @@ def run_dpo(cfg: DPOConfig) -> dict:
             if info.is_main:
                 print(f"reference log-probs: {n} of {len(d)} pairs (those the run reads)")
     elif datasets:
-        objective.reference = _frozen_reference(cfg, trainer, info)
+        objective.reference = frozen_reference(cfg, trainer.raw, info, trainer.engine)
     result = trainer.fit()
     _finish(trainer, tok, cfg)
     return result
 
 
-def _frozen_reference(cfg: DPOConfig, trainer: Trainer, info: D.DistInfo):
-    """The starting model, frozen: the policy with its adapters off (LoRA), else a second copy."""
+def run_rm(cfg: RMConfig) -> dict:
+    """A reward model: the starting model plus a scalar head, trained on preference pairs
+    (Bradley-Terry); the held-out pairs' accuracy is eval_rewards/accuracy in the log."""
+    info, tok, model = _start(cfg)
+    _, _, train, evaluation = _preference_data(cfg, tok, info)
+    trainer = Trainer(cfg, RewardModel(model), BradleyTerryObjective(), train, evaluation, info)
+    result = trainer.fit()
+    _finish(trainer, tok, cfg)
+    return result
+
+
+def frozen_reference(cfg: TrainConfig, policy, info: D.DistInfo, engine=None):
+    """The starting model, frozen: ``policy`` with its adapters off (LoRA; ``engine`` is what runs
+    it, e.g. its compiled form), else a second copy built from the config."""
     if cfg.lora is not None:
-        policy = trainer.engine
+        run = engine or policy
 
         def base(*args, **kwargs):
-            with adapters_disabled(trainer.raw):
-                return policy(*args, **kwargs)
+            with adapters_disabled(policy):
+                return run(*args, **kwargs)
         return base
     ref = build_model(cfg, info.device, lora=False).eval().requires_grad_(False)
     return D.wrap_model(ref, "fsdp", info) if cfg.distributed == "fsdp" else ref

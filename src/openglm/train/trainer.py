@@ -276,6 +276,8 @@ class Trainer:
                 flops = record.pop("flops")
                 record.update(step=self.step, tokens_per_s=record["tokens"] / dt,
                               mfu=flops / dt / (self.peak * self.info.world), step_time=dt)
+                if hasattr(self.train, "report"):  # a data source's own figures (RL: rewards, rollout speed)
+                    record.update(self.train.report())
                 last = record
                 if cfg.eval_every and self.evaluation and self.step % cfg.eval_every == 0:
                     record.update(self.evaluate())
