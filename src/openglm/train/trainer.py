@@ -184,6 +184,9 @@ class Trainer:
             return False
         state = load_checkpoint(path, self.model, self.optimizer, self.scheduler, self.info)
         self.step = state["step"]
+        # the learning rate of the next step by this run's schedule (a resume may change max_steps)
+        self.scheduler.last_epoch = self.step - 1
+        self.scheduler.step()
         self.train.load_state_dict(state["data"])
         if self.info.is_main:
             self._truncate_log(self.step)
