@@ -152,3 +152,23 @@ def test_config_checks(tmp_path):
         toy_config(tmp_path, group_size=1)
     with pytest.raises(ValueError, match="algorithm='a2c'"):
         toy_config(tmp_path, algorithm="a2c")
+
+
+def test_rollouts_sample_from_the_updated_weights():
+    """A fused optimizer updates weights without bumping their version: the packed copies the
+    CPU inference paths use must be rebuilt before each round of rollouts."""
+    model = load_model(EMBEDDED_DIR, dtype=torch.float32).pack_weights()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        before = model(ids)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+    model(ids).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        model.pack_weights()
+        after = model(ids)
+        reference = load_model(EMBEDDED_DIR, dtype=torch.float32)
+        reference.load_state_dict(model.state_dict())
+        want = reference(ids)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, want, rtol=1e-4, atol=1e-4)

@@ -172,7 +172,10 @@ class RolloutBatches:
         cfg, t0 = self.cfg, time.perf_counter()
         sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p, 1.0, seed=cfg.seed * 7919 + self.round)
         limits = Limits(max_steps=cfg.max_turns, max_turn_tokens=cfg.max_turn_tokens, max_seconds=300)
+        device = self.policy.final_norm.weight.device
         self.policy.eval()
+        if device.type == "cpu":
+            self.policy.pack_weights()  # fresh packed copies: the optimizer updated the weights in place
         rollouts = collect(self.policy, self.tok, self.prompts(self.round), cfg.group_size, sampling,
                            mode=cfg.rollout, limits=limits, python=self.python)
         self.policy.train()
@@ -180,7 +183,6 @@ class RolloutBatches:
         samples = [r.sample for r in rollouts]
         rewards, parts = self.rewards(samples)
         examples = [_example(r.ids, r.generated, cfg.seq_len) for r in rollouts]
-        device = self.policy.final_norm.weight.device
         batch = []
         for s in range(0, len(examples), cfg.micro_batch_size):
             part = range(s, min(s + cfg.micro_batch_size, len(examples)))
@@ -276,6 +278,10 @@ def run_rl(cfg: RLConfig) -> dict:
         sft = StepBatches(plan, lambda rows: collate_rows(
             [[examples[i] for i in r] if r is not None else None for r in rows], tok.pad_id), cfg.micro_batch_size)
     reference = frozen_reference(cfg, model, info)
+    if info.device.type == "cpu" and isinstance(reference, torch.nn.Module):
+        # rollouts and log-prob passes run without autograd: the CPU inference paths serve them (the
+        # policy's too, re-packed every round); under autograd a model computes as glm.py says
+        reference.for_inference()
     with tempfile.TemporaryDirectory() as workdir, _python_tool(records, cfg, workdir) as python:
         loader = RolloutBatches(cfg, model, reference, tok, records, rewards, lambda: trainer.autocast(), python, sft)
         trainer = Trainer(cfg, model, PolicyObjective(cfg), loader, None, info)

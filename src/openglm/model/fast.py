@@ -52,7 +52,8 @@ class FastLinear(Linear):
     On AMD EPYC, 2 threads, MKL (F.linear) reached ~180 GFLOP/s fp32 where oneDNN reached ~212,
     and for one-token decoding MKL streamed weights at ~13 GB/s where oneDNN's packed layout
     streamed ~33 GB/s fp32. The packed copy doubles the weight's memory, hence `packed` is a
-    choice; it is rebuilt after an in-place weight update.
+    choice; it is rebuilt after an in-place weight update that bumps the weight's version (fused
+    optimizers do not: call `use_fast_paths` again after their steps).
     """
 
     packed = False
@@ -171,8 +172,7 @@ def use_fast_paths(model: nn.Module, pack: bool = True) -> nn.Module:
             w = m.weight
             m.packed = pack and w.dtype in cpu.ONEDNN_DTYPES and cpu.fits(packed_bytes + w.nbytes)
             packed_bytes += w.nbytes if m.packed else 0
-            if not m.packed:
-                _drop_pack(m)
+            _drop_pack(m)  # packed again on first use, from the weight as it is now
     return model
 
 
