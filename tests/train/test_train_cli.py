@@ -10,13 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from openglm.train.cli import app
-from openglm.train.config import DPOConfig, SFTConfig, TrainConfig, parse_overrides
+from openglm.train.config import DPOConfig, RMConfig, SFTConfig, TrainConfig, parse_overrides
 from tests.train.conftest import DATA, QUIET, REPO, TINY, read_log
 
 SHRINK = [f"model_overrides.{k}={v}" for k, v in TINY.items()] + [f"{k}={v}" for k, v in QUIET.items()]
 
 
-@pytest.mark.parametrize("name,cls", [("nano_pretrain", TrainConfig), ("nano_sft", SFTConfig), ("nano_dpo", DPOConfig)])
+@pytest.mark.parametrize("name,cls", [("nano_pretrain", TrainConfig), ("nano_sft", SFTConfig), ("nano_dpo", DPOConfig),
+                                      ("nano_rm", RMConfig)])
 def test_shipped_configs_load(name, cls):
     cfg = cls.from_yaml(REPO / "configs" / f"{name}.yaml")
     assert cfg.STAGE == name.removeprefix("nano_")
@@ -113,6 +114,7 @@ def test_the_example_config_runs_from_another_directory(tmp_path):
     ("sft", ["seq_len=256", "loss_weighting=token", "sorted_batching=true", "packing=false"]),
     ("pretrain", ["objective=blank", "seq_len=32", "eval_every=2"]),
     ("dpo", ["seq_len=128", "reference=model"]),
+    ("rm", ["seq_len=128", "eval_every=2"]),
 ])
 def test_each_stage_runs_from_its_example_config(tmp_path, stage, extra):
     args = [stage, str(REPO / "configs" / f"nano_{stage}.yaml"), "-o", str(tmp_path), "--max-steps", "2"]

@@ -23,7 +23,7 @@ from ..model.config import GLMConfig, config_kind, read_json_object
 from ..model.cpu import heap_trimmer
 from ..model.glm import GLM
 from ..model.quant import QuantSpec, quantized_glm, quantizing_sink
-from .files import INDEX, SAFETENSORS_DTYPES, SIDE_FILES, CheckpointError, read_unmapped, usual_mode
+from .files import INDEX, REWARD_HEAD, SAFETENSORS_DTYPES, SIDE_FILES, CheckpointError, read_unmapped, usual_mode
 from .layouts import (
     LAYOUTS,
     chatglm_config,
@@ -75,7 +75,7 @@ def _shard_files(path: Path) -> list[Path]:
             raise CheckpointError(f"{index} is not a valid safetensors index: weight_map must be a non-empty "
                                   "object of tensor name -> shard file name")
         return [_inside(path, f, INDEX) for f in dict.fromkeys(weight_map.values())]
-    files = [_inside(path, f.name, str(path)) for f in sorted(path.glob("*.safetensors"))]
+    files = [_inside(path, f.name, str(path)) for f in sorted(path.glob("*.safetensors")) if f.name != REWARD_HEAD]
     if not files:
         raise CheckpointError(f"no *.safetensors files (and no {INDEX}) in {path}")
     return files
@@ -251,9 +251,14 @@ def save_model(model: GLM, out_dir: str | Path, layout: str = "hf", dtype: torch
     if layout == "hf":
         gen = {"eos_token_id": list(cfg.eos_token_ids), "pad_token_id": cfg.pad_token_id}
         (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    return write_safetensors(from_openglm(model.state_dict(), cfg, LAYOUTS[layout]), out, dtype, max_shard_bytes)
 
+
+def write_safetensors(tensors, out: Path, dtype: torch.dtype, max_shard_bytes: int) -> Path:
+    """(name, tensor) pairs -> out/model.safetensors, or shards of at most max_shard_bytes plus
+    their index; earlier model*.safetensors files in `out` are removed."""
     shards, current, size = [], {}, 0
-    for name, t in from_openglm(model.state_dict(), cfg, LAYOUTS[layout]):
+    for name, t in tensors:
         t = t.detach().to(dtype).contiguous()
         nbytes = t.numel() * t.element_size()
         if current and size + nbytes > max_shard_bytes:

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 
 INDEX = "model.safetensors.index.json"
+# a reward model's scalar head, beside its backbone's shards (openglm.train.reward_model): not a shard
+REWARD_HEAD = "reward_head.safetensors"
 SIDE_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
               "generation_config.json")
 # safetensors dtype names of the tensors openglm stores (float weights; quantized integers)

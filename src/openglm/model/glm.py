@@ -244,6 +244,31 @@ class GLM(nn.Module):
         run (training; instead of attention_mask, no cache). Positions default to restarting at 0
         in every run.
         """
+        # As llama.cpp does: when only the last positions' logits are wanted, the last layer
+        # computes just their outputs (about 1/num_layers of a long prompt's prefill).
+        plain = targets is None and logits_at is None and doc_ids is None
+        wanted = logits_to_keep if plain and 0 < logits_to_keep < input_ids.shape[1] else 0
+        x = self._body(input_ids, attention_mask, position_ids, cache, doc_ids, wanted)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        if targets is not None:
+            return self._loss(x, targets, loss_weights)
+        if logits_at is not None:
+            x = x[logits_at]
+        return self.lm_head(self.final_norm(x)).float()
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      position_ids: torch.Tensor | None = None, doc_ids: torch.Tensor | None = None,
+                      at: torch.Tensor | None = None) -> torch.Tensor:
+        """The final-normed hidden states [B, T, hidden] the output head reads (a reward model's
+        head reads them too); arguments as in forward. at: a boolean [B, T] mask, only those
+        positions, flattened to [N, hidden] (selected before the norm: no work on the rest)."""
+        x = self._body(input_ids, attention_mask, position_ids, None, doc_ids, 0)
+        return self.final_norm(x if at is None else x[at])
+
+    def _body(self, input_ids, attention_mask, position_ids, cache, doc_ids, wanted) -> torch.Tensor:
+        """Embedding and every block: the residual stream [B, T, hidden] before the final norm
+        (of only the last `wanted` positions when wanted > 0)."""
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
         doc_lengths = None
@@ -265,10 +290,6 @@ class GLM(nn.Module):
             mask, is_causal = self._attention_mask(attention_mask, B, T, past, input_ids.device)
         x = self.embed(input_ids)
         rotations = rope_rotations(self.config, position_ids)
-        # As llama.cpp does: when only the last positions' logits are wanted, the last layer
-        # computes just their outputs (about 1/num_layers of a long prompt's prefill).
-        plain = targets is None and logits_at is None and doc_lengths is None
-        wanted = logits_to_keep if plain and 0 < logits_to_keep < T else 0
         last = len(self.layers) - 1
         for i, block in enumerate(self.layers):
             keep = wanted if i == last else 0
@@ -279,13 +300,7 @@ class GLM(nn.Module):
                 x = block(x, rotations, mask, is_causal, cache, doc_lengths, keep)
         if cache is not None:
             cache.length += T
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        if targets is not None:
-            return self._loss(x, targets, loss_weights)
-        if logits_at is not None:
-            x = x[logits_at]
-        return self.lm_head(self.final_norm(x)).float()
+        return x
 
     def _loss(self, x, targets, loss_weights):
         keep = targets != IGNORE

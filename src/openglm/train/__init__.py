@@ -1,4 +1,5 @@
-"""Training: pre-training (causal LM or GLM blank infilling), SFT, DPO, LoRA; resumable, DDP/FSDP2.
+"""Training: pre-training (causal LM or GLM blank infilling), SFT, DPO, reward models, LoRA; resumable,
+DDP/FSDP2.
 
     from openglm.train import SFTConfig, run_sft
     run_sft(SFTConfig.from_yaml("configs/nano_sft.yaml", {"max_steps": 20}))
@@ -9,9 +10,11 @@ Names load lazily, so ``import openglm.train.<module>`` (the CLI's help, say) im
 from importlib import import_module
 
 _EXPORTS = {
-    "DPOConfig": "config", "LoRAConfig": "config", "SFTConfig": "config", "TrainConfig": "config",
+    "DPOConfig": "config", "LoRAConfig": "config", "RMConfig": "config", "SFTConfig": "config",
+    "TrainConfig": "config", "RewardModel": "reward_model", "load_reward_model": "reward_model",
+    "export_reward_model": "reward_model",
     "apply_lora": "lora", "merge_lora": "lora", "save_adapter": "lora",
-    "run_dpo": "stages", "run_pretrain": "stages", "run_sft": "stages", "Trainer": "trainer",
+    "run_dpo": "stages", "run_pretrain": "stages", "run_rm": "stages", "run_sft": "stages", "Trainer": "trainer",
 }
 
 

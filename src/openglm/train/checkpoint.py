@@ -2,7 +2,8 @@
 
     OUT_DIR/checkpoints/step_00000100/
         model/              the weights, written by openglm.save_model (hf layout, training
-                            dtype): `openglm convert` and openglm.load_model read it directly
+                            dtype): `openglm convert` and openglm.load_model read it directly;
+                            a reward model adds its head (train/reward_model.py)
         adapter/            LoRA runs: the PEFT adapter (the base weights are not copied into
                             every checkpoint; they come back from the run's `model` setting)
         trainer_state.pt    optimizer, LR scheduler, step, data position, RNG states of every
@@ -30,6 +31,7 @@ from ..io import load_model, save_model
 from ..model.glm import GLM
 from . import distributed as D
 from .lora import lora_layers, save_adapter
+from .reward_model import RewardModel, is_reward_model, read_reward_model, save_reward_model
 
 STATE_FILE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"step_(\d+)")
@@ -116,11 +118,16 @@ def save_checkpoint(out_dir: str | Path, step: int, model: nn.Module, raw_model:
     return final
 
 
-def _save_weights(raw_model: GLM, state: dict[str, torch.Tensor], out: Path) -> None:
-    """Full (gathered) tensors of ``raw_model``'s structure -> openglm.save_model."""
+def _save_weights(raw_model: GLM | RewardModel, state: dict[str, torch.Tensor], out: Path) -> None:
+    """Full (gathered) tensors of ``raw_model``'s structure -> openglm.save_model (a reward model:
+    save_reward_model)."""
+    reward = isinstance(raw_model, RewardModel)
     with torch.device("meta"):
-        shell = GLM(raw_model.config)
+        shell = RewardModel(GLM(raw_model.config)) if reward else GLM(raw_model.config)
     shell.load_state_dict(state, strict=True, assign=True)
+    if reward:
+        save_reward_model(shell, out)
+        return
     if raw_model.config.tie_embeddings:
         shell.lm_head.weight = shell.embed.weight
     save_model(shell, out, layout="hf")
@@ -130,7 +137,7 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer, scheduler, in
     """Restore weights, optimizer, scheduler and this process's RNG; returns the saved state."""
     path = Path(path)
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
-    weights = load_model(path / "model").state_dict() if (path / "model").is_dir() else {}
+    weights = _read_weights(path / "model")
     if state.get("lora"):
         weights.update(state["lora"])
     has_lora = bool(lora_layers(model))
@@ -140,3 +147,10 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer, scheduler, in
     rngs = state["rng"]
     set_rng_state(rngs[info.rank] if len(rngs) == info.world else rngs[0])
     return state
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict saved in a checkpoint's model/ (none for LoRA runs)."""
+    if not path.is_dir():
+        return {}
+    return (read_reward_model(path) if is_reward_model(path) else load_model(path)).state_dict()

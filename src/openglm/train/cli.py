@@ -1,4 +1,4 @@
-"""`openglm pretrain | sft | dpo CONFIG.yaml [--set key=value ...]`.
+"""`openglm pretrain | sft | dpo | rm CONFIG.yaml [--set key=value ...]`, and `openglm score RM_DIR FILE`.
 
 Every field of the stage's config (see openglm/train/config.py) can be set in the YAML file
 or overridden with --set (values are read as YAML: --set lr=1e-4 --set lora.rank=4).
@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Training: pre-training, SFT, DPO (LoRA optional), resumable and distributed.",
+app = typer.Typer(help="Training: pre-training, SFT, DPO (LoRA optional), reward models; resumable and distributed.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 
 ConfigArg = Annotated[Path | None, typer.Argument(metavar="CONFIG", help="YAML config (see configs/)", exists=True,
@@ -89,11 +89,56 @@ def dpo(config: ConfigArg = None, set_: SetOpt = None, out_dir: OutOpt = None, m
     _report(run_dpo(_config(DPOConfig, config, set_, out_dir, max_steps, resume)))
 
 
+@app.command()
+def rm(config: ConfigArg = None, set_: SetOpt = None, out_dir: OutOpt = None, max_steps: StepsOpt = None,
+       resume: ResumeOpt = False):
+    """Train a reward model (a scalar head, Bradley-Terry loss) on chosen/rejected pairs.
+
+    \b
+    Example:
+      openglm rm configs/nano_rm.yaml --set model=runs/nano_sft/final
+      openglm score runs/nano_rm/final pairs.jsonl
+    """
+    from .config import RMConfig
+    from .stages import run_rm
+
+    _report(run_rm(_config(RMConfig, config, set_, out_dir, max_steps, resume)))
+
+
+@app.command()
+def score(
+    model: Annotated[Path, typer.Argument(metavar="RM_DIR", help="a reward model folder (OUT/final of openglm rm)")],
+    data: Annotated[Path, typer.Argument(metavar="FILE", help='JSONL: {"messages": [...]} or pair lines '
+                                         '{"messages", "chosen", "rejected"}', exists=True, dir_okay=False)],
+    batch_size: Annotated[int, typer.Option(min=1, help="conversations per forward pass")] = 8,
+):
+    """Score conversations with a reward model: one JSON line per input line on stdout; for pair
+    lines, the share whose chosen reply scores higher on stderr.
+
+    \b
+    Example:
+      openglm score runs/nano_rm/final pairs.jsonl > scores.jsonl
+    """
+    import json
+    import sys
+
+    from .reward_model import load_reward_model, score_jsonl
+
+    reward_model, tok = load_reward_model(model)
+    records = score_jsonl(reward_model, tok, data, batch_size)
+    for record in records:
+        typer.echo(json.dumps(record))
+    wins = [r["chosen"] > r["rejected"] for r in records if "chosen" in r]
+    if wins:
+        print(f"pair accuracy: {sum(wins) / len(wins):.4f} ({sum(wins)} of {len(wins)} pairs)", file=sys.stderr)
+
+
 def _report(result: dict) -> None:
     from . import distributed as D
 
     if result and D.init_distributed().is_main:
-        keys = [k for k in ("loss", "eval_loss", "rewards/accuracy", "rewards/margin", "tokens_per_s") if k in result]
+        keys = [k for k in ("loss", "eval_loss", "rewards/accuracy", "rewards/margin", "eval_rewards/accuracy",
+                            "tokens_per_s") if k in result]
         typer.echo("final: " + "  ".join(f"{k} {result[k]:.4g}" for k in keys))
     D.close()
 

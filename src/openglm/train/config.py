@@ -172,9 +172,23 @@ class DPOConfig(SFTConfig):
             raise ValueError(f"reference={self.reference!r}; choose precompute or model")
 
 
+@dataclass
+class RMConfig(SFTConfig):
+    """A reward model: a scalar head on the model, trained on chosen/rejected pairs (Bradley-Terry)."""
+
+    packing: bool = False
+    lr: float = 1e-5
+    STAGE = "rm"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lora is not None:
+            raise ValueError("lora: a reward model trains every weight and its head; set lora: null")
+
+
 NESTED = {"lora": LoRAConfig, "blank": BlankConfig}
 # fields that hold paths; tokenizer and model only when they are not a name ("default", a preset)
-PATH_FIELDS = ("train_data", "eval_data", "out_dir", "tokenizer", "model")
+PATH_FIELDS = ("train_data", "eval_data", "sft_data", "out_dir", "tokenizer", "model")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -178,7 +178,13 @@ class DPOObjective:
                 ref = sequence_logprobs(self.reference, batch).double().view(2, -1).T
         losses, reward_c, reward_r = dpo_loss(sequence_logprobs(model, batch), ref, self.beta)
         w = batch["pair_weight"]
-        metrics = {"rewards/chosen": (reward_c * w).sum(), "rewards/rejected": (reward_r * w).sum(),
-                   "rewards/margin": ((reward_c - reward_r) * w).sum(),
-                   "rewards/accuracy": ((reward_c > reward_r).double() * w).sum()}
-        return (losses * w).sum(), metrics
+        return (losses * w).sum(), reward_metrics(reward_c, reward_r, w)
+
+
+def reward_metrics(reward_c: torch.Tensor, reward_r: torch.Tensor, w: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Sums over pairs, weighted by w (0 for fillers), of the rewards of the chosen and rejected
+    replies, their margin and whether chosen won (the trainer divides by the number of pairs)."""
+    reward_c, reward_r = reward_c.detach(), reward_r.detach()
+    return {"rewards/chosen": (reward_c * w).sum(), "rewards/rejected": (reward_r * w).sum(),
+            "rewards/margin": ((reward_c - reward_r) * w).sum(),
+            "rewards/accuracy": ((reward_c > reward_r).double() * w).sum()}
