@@ -31,6 +31,13 @@ _STAGES = {
     "pretrain": ("openglm.train.cli", "pretrain", "Pre-train on token shards (causal LM or GLM blank infilling)."),
     "sft": ("openglm.train.cli", "sft", "Supervised fine-tuning on chat JSONL conversations."),
     "dpo": ("openglm.train.cli", "dpo", "Direct preference optimisation on chosen/rejected pairs."),
+    "rm": ("openglm.train.cli", "rm", "Train a reward model (scalar head, Bradley-Terry) on chosen/rejected pairs."),
+    "score": ("openglm.train.cli", "score", "Score conversations or chosen/rejected pairs with a reward model."),
+    "rl": ("openglm.align.cli", "rl", "Reinforcement learning (GRPO, PPO-clip) on checkable rewards."),
+    "selfcritique": ("openglm.align.cli", "selfcritique",
+                     "Sample answers, grade them with a critic: RFT data and DPO pairs (ChatGLM-Math)."),
+    "self-contrast": ("openglm.align.cli", "self_contrast",
+                      "DPO pairs from the model's own wrong, dissimilar samples (Self-Contrast)."),
     "agent": ("openglm.agent.cli", "app", "Run the All Tools agent on a task, or interactively."),
     "eval": ("openglm.eval.cli", "app", "Evaluate tool use on held-out tasks and in-context copying."),
 }
@@ -263,12 +270,23 @@ def convert(
 ) -> None:
     """Re-save a checkpoint in another layout (and dtype); tokenizer files are copied along. With
     --format gguf, write one GGUF file (weights, tokenizer, chat template) for llama.cpp and Ollama.
+    A reward model (openglm rm) is written as transformers' GlmForSequenceClassification.
 
     \b
     Example:
       openglm convert ./glm-4-9b-chat ./glm4-hf --layout hf --dtype bfloat16
       openglm convert ./my-model my-model-q8.gguf --format gguf --type q8_0
+      openglm convert runs/nano_rm/final ./rm-hf
     """
+    from .train.reward_model import export_reward_model, is_reward_model
+
+    if is_reward_model(src):
+        if format is not Format.safetensors or layout is not Layout.hf:
+            raise typer.BadParameter(f"{src} is a reward model: it converts to transformers' "
+                                     "GlmForSequenceClassification, --layout hf in safetensors only")
+        export_reward_model(src, dst, _torch_dtype(dtype), int(max_shard_gb * 2**30))
+        _say(f"wrote reward model (transformers GlmForSequenceClassification) to {dst}")
+        return
     if format is Format.gguf:
         from .io.gguf_file import export_gguf
 

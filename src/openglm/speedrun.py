@@ -323,7 +323,7 @@ class Speedrun:
         b = self.budget
         tasks = generate_tasks(b.dpo_pairs, seed=self.seed + 2)
         pairs = preference_pairs(tasks, seed=self.seed)[: b.dpo_pairs]
-        pairs += self_contrast_pairs(self.stage_dir("sft") / "final", tasks[: b.self_contrast])
+        pairs += self._self_contrast(tasks[: b.self_contrast])
         with open(d / "pairs.jsonl", "w", encoding="utf-8") as f:
             for p in pairs:
                 f.write(json.dumps(p, ensure_ascii=False) + "\n")
@@ -332,6 +332,20 @@ class Speedrun:
                               micro_batch_size=4, max_steps=b.dpo_steps, lr=2e-5, warmup_steps=5, beta=0.1,
                               eval_every=0, save_every=50)
         run_dpo(cfg)
+
+    def _self_contrast(self, tasks) -> list[dict]:
+        """Self-Contrast negatives: one sample of the SFT model per task; a first action that is
+        not the task's (other call, other text) is a rejected reply."""
+        from openglm.align.self_contrast import read_item, self_contrast
+        from openglm.infer import Sampling
+        from openglm.loading import load_for_inference
+
+        model, tok = load_for_inference(self.stage_dir("sft") / "final")
+        items = [read_item(t.to_json(), f"task {i}") for i, t in enumerate(tasks)]
+        pairs, report = self_contrast(model, tok, items, samples=1, similarity="exact", max_similarity=1.0,
+                                      max_new_tokens=96, sampling=Sampling(1.0, top_p=0.95, seed=self.seed))
+        console.print(report.summary())
+        return pairs
 
     def stage_eval(self, d: Path) -> None:
         from openglm.agent import LocalBackend
@@ -464,28 +478,6 @@ def _general_text_chats(corpus: Path, out: Path, n: int, seed: int) -> None:
             ask = "请续写下面的文字：" if any("\u4e00" <= ch <= "\u9fff" for ch in p[:50]) else "Continue the text: "
             msgs = [{"role": "user", "content": ask + p[:cut]}, {"role": "assistant", "content": p[cut:]}]
             f.write(json.dumps({"messages": msgs}, ensure_ascii=False) + "\n")
-
-
-def self_contrast_pairs(model_dir: Path, tasks) -> list[dict]:
-    """Self-Contrast: sample the SFT model on training prompts; a sampled first action that differs
-    from the reference becomes a rejected reply (feedback-free negatives)."""
-    from openglm.chat import parse_assistant
-    from openglm.infer import generate
-    from openglm.io import load_model
-    from openglm.tokenizer import load_tokenizer
-
-    model, tok = load_model(model_dir).for_inference(), load_tokenizer(model_dir)
-    pairs = []
-    for i, t in enumerate(tasks):
-        action = t.messages[len(t.prompt)]
-        text = generate(model, tok, t.prompt, 96, temperature=1.0, top_p=0.95, seed=i)
-        metadata, _, body = text.partition("\n")
-        sampled = {"role": "assistant", "metadata": metadata.strip(), "content": body}
-        want = parse_assistant(f"{action['metadata']}\n{action['content']}")
-        got = parse_assistant(text)
-        if got.error or got.tool_calls != want.tool_calls or (not want.tool_calls and got.content != want.content):
-            pairs.append({"messages": t.prompt, "chosen": action, "rejected": sampled, "kind": "self_contrast"})
-    return pairs
 
 
 def plot_curves(out: Path, logs: list[Path]) -> Path:
