@@ -172,3 +172,22 @@ def test_rollouts_sample_from_the_updated_weights():
         want = reference(ids)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_reward_model_scores_rollouts(tmp_path):
+    from openglm.train.reward_model import RewardModel, save_reward_model
+
+    _, tok = load_for_inference(None)
+    torch.manual_seed(0)
+    rm = RewardModel(load_model(EMBEDDED_DIR, dtype=torch.float32))
+    with torch.no_grad():
+        rm.score.weight.normal_(0, 0.5)
+    save_reward_model(rm, tmp_path / "rm")
+    tok.save(tmp_path / "rm")
+    record = {"prompt": [{"role": "user", "content": "Say hello."}]}
+    samples = [Sample(record, [{"role": "assistant", "content": text}], final=text) for text in ("Hello!", "No.")]
+    total, parts = build_rewards([{"type": "reward_model", "path": str(tmp_path / "rm"), "weight": 2}])(samples)
+    want = rm.eval().score_conversations(tok, [s.messages for s in samples])
+    assert parts["reward_model"] == pytest.approx(want, abs=1e-5)
+    assert total == pytest.approx([2 * w for w in want], abs=1e-5)
+    assert want[0] != pytest.approx(want[1])
