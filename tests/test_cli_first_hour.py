@@ -19,7 +19,8 @@ runner = CliRunner()
 COMMANDS = [["convert"], ["generate"], ["chat"], ["serve"], ["info"], ["speedrun"], ["agent"],
             ["data"], ["data", "run"], ["data", "inspect"],
             ["tokenizer"], ["tokenizer", "train"], ["tokenizer", "merge"], ["tokenizer", "report"],
-            ["pretrain"], ["sft"], ["dpo"], ["eval"], ["eval", "agent"], ["eval", "induction"]]
+            ["pretrain"], ["sft"], ["dpo"], ["rm"], ["score"], ["rl"], ["selfcritique"], ["self-contrast"],
+            ["eval"], ["eval", "agent"], ["eval", "induction"]]
 
 
 def openglm(*args: str, env: dict | None = None, prelude: str = "", timeout: float = 300):

@@ -111,6 +111,8 @@ def test_rule_rewards():
     assert answer_matches("The answer is 1,250.50", "1250.5")
     assert not answer_matches("The answer is 1250", "1250.5")
     assert answer_matches("half: 1/2", "0.5") and answer_matches("Paris", "paris")
+    assert answer_matches("The CAGR is 12.52%.", "12.52") and answer_matches("12.5%", "0.125")
+    assert answer_matches("50%", "50%") and not answer_matches("50%", "0.6")
     task = {"prompt": [], "answer": "5", "calls": [{"name": "python", "arguments": "print(2+3)"}]}
     right = Sample(task, [], final="It is 5.", calls=[{"name": "python", "arguments": "", "valid": True}])
     wrong_tool = Sample(task, [], final="It is 5.", calls=[{"name": "search", "arguments": {}, "valid": False}])

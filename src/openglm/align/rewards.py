@@ -46,14 +46,13 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?%?|-?\.\d+")
 
 
 def _to_number(text: str) -> float | None:
-    text = text.strip().replace(",", "").replace("$", "")
-    scale = 0.01 if text.endswith("%") else 1.0
-    text = text.rstrip("%")
+    """The number written in ``text`` ("1,250.5", "1/2", "$3", "12.5%" -> 12.5), else None."""
+    text = text.strip().replace(",", "").replace("$", "").rstrip("%")
     try:
         if "/" in text:
             num, den = text.split("/", 1)
-            return float(num) / float(den) * scale
-        return float(text) * scale
+            return float(num) / float(den)
+        return float(text)
     except (ValueError, ZeroDivisionError):
         return None
 
@@ -73,12 +72,15 @@ def final_answer(text: str) -> str:
 
 def answer_matches(text: str, reference: str, rel_tol: float = 1e-4) -> bool:
     """Whether the final answer of ``text`` equals ``reference``: by value when both are numbers
-    (``1,000`` = ``1000.0``, ``50%`` = ``0.5`` only when written the same way), else as
-    whitespace- and case-insensitive text."""
+    (``1,000`` = ``1000.0``; a percent sign on one side only is read both ways, so ``12.5%``
+    matches ``12.5`` and ``0.125``), else as whitespace- and case-insensitive text."""
     got, want = final_answer(text), str(reference).strip()
     a, b = _to_number(got), _to_number(want)
     if a is not None and b is not None:
-        return math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-9)
+        scales = [1.0]
+        if got.endswith("%") != want.endswith("%"):
+            scales.append(0.01 if got.endswith("%") else 100.0)
+        return any(math.isclose(a * k, b, rel_tol=rel_tol, abs_tol=1e-9) for k in scales)
     squash = lambda s: re.sub(r"\s+", "", s).lower()  # noqa: E731
     return bool(want) and squash(got) == squash(want)
 
