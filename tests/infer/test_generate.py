@@ -49,6 +49,17 @@ def test_batched_rows_equal_single_runs(pair):
         assert torch.equal(batch[b], alone)
 
 
+def test_repeated_prompts_are_prefilled_once_and_decode_as_alone(pair):
+    _, ours = pair
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2], PROMPTS[1]]
+    batch = torch.tensor(list(generate_ids(ours, prompts, 20))).T
+    for b, p in enumerate(prompts):
+        assert torch.equal(batch[b], torch.tensor(list(generate_ids(ours, [p], 20))).T[0])
+    # sampled rows of one prompt diverge: each row draws its own tokens after the shared prefill
+    sampled = torch.tensor(list(generate_ids(ours, [PROMPTS[2]] * 4, 12, Sampling(1.0, seed=3)))).T
+    assert len({tuple(r.tolist()) for r in sampled}) > 1
+
+
 def test_stop_id_ends_generation(pair, tok):
     _, ours = pair
     free = complete(ours, tok, "Stop here", 30, stop_ids=[])[0]

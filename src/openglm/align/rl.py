@@ -188,7 +188,8 @@ class RolloutBatches:
             part = range(s, min(s + cfg.micro_batch_size, len(examples)))
             mb = collate_rows([[examples[i]] for i in part], self.tok.pad_id)
             on = {k: v.to(device) for k, v in mb.items()}
-            mb["old_logps"] = self._logps(self.policy, on).cpu()
+            if cfg.ppo_epochs > 1 or cfg.algorithm == "ppo":  # else the update's own log-probs are the old ones
+                mb["old_logps"] = self._logps(self.policy, on).cpu()
             mb["ref_logps"] = self._logps(self.reference, on).cpu()
             mb["rewards"] = torch.tensor([rewards[i] for i in part], dtype=torch.float64)
             mb["groups"] = torch.tensor([rollouts[i].group for i in part])
@@ -244,8 +245,8 @@ class PolicyObjective:
         logp, entropy = token_logprobs(model, batch, entropy=True)
         mask = batch["targets"] != IGNORE
         beta = cfg.beta if cfg.algorithm == "grpo" else 0.0
-        losses, stats = clipped_surrogate(logp, batch["old_logps"], batch["advantages"], mask, cfg.clip_eps, beta,
-                                          batch["ref_logps"])
+        old = batch["old_logps"] if "old_logps" in batch else logp.detach()
+        losses, stats = clipped_surrogate(logp, old, batch["advantages"], mask, cfg.clip_eps, beta, batch["ref_logps"])
         w = batch["row_weight"]
         per_row = lambda v: ((v * mask).sum(-1) / mask.sum(-1).clamp(min=1))  # noqa: E731
         metrics = {"kl": (stats["kl"] * w).sum(), "clip_frac": (stats["clip_frac"] * w).sum(),

@@ -103,12 +103,24 @@ def generate_ids(
     done = torch.zeros(B, dtype=torch.bool, device=device)
     decoder = compiled_decoder(model)  # model.compiled_decoder, set by compile_decoding
     start = 0
+    first, index = _distinct(prompts)
     if prompt_cache is not None:
         cache, start = prompt_cache.take(model, prompts[0], T + budget)
     else:
         cache = decoder.new_cache(B, T + budget) if decoder else model.new_cache(B, T + budget)
-    logits = model(ids[:, start:], attention_mask=mask[:, :T] if padded else None, cache=cache,
-                   logits_to_keep=1)[:, -1]
+    if len(first) < B and prompt_cache is None:
+        # Several samples of one prompt (RL groups, n > 1): prefill each distinct prompt once and
+        # copy its keys and values to every row that shares it.
+        shared = model.new_cache(len(first), T)
+        logits = model(ids[first], attention_mask=mask[first, :T] if padded else None, cache=shared,
+                       logits_to_keep=1)[index, -1]
+        for layer in range(len(cache.k)):
+            cache.k[layer][:, :, :T] = shared.k[layer][index]
+            cache.v[layer][:, :, :T] = shared.v[layer][index]
+        cache.length = T
+    else:
+        logits = model(ids[:, start:], attention_mask=mask[:, :T] if padded else None, cache=cache,
+                       logits_to_keep=1)[:, -1]
     if prompt_cache is not None:
         prompt_cache.ids.extend(prompts[0][start:])  # kept equal to the tokens in the cache
     for step in range(budget):
@@ -135,6 +147,20 @@ def generate_ids(
             logits = model(nxt[:, None], attention_mask=mask[:, :n] if padded else None, cache=cache)[:, -1]
         if prompt_cache is not None:
             prompt_cache.ids.append(tokens[0])
+
+
+def _distinct(prompts: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+    """(row of each distinct prompt's first occurrence, for every row the position of its prompt
+    in that list)."""
+    seen: dict[tuple[int, ...], int] = {}
+    first, index = [], []
+    for b, p in enumerate(prompts):
+        key = tuple(p)
+        if key not in seen:
+            seen[key] = len(first)
+            first.append(b)
+        index.append(seen[key])
+    return first, index
 
 
 class StopStrings:
