@@ -38,7 +38,7 @@ from openglm.train.config import TrainConfig
 from openglm.train.data import StepBatches
 from openglm.train.objectives import token_logprobs, token_loss_sum
 from openglm.train.sft import Example, LoadReport, collate_rows, load_conversations, read_jsonl, row_plan
-from openglm.train.stages import _finish, _start, frozen_reference
+from openglm.train.stages import finish_stage, frozen_reference, start_stage
 from openglm.train.trainer import Trainer
 
 from .losses import clipped_surrogate, group_advantages, ppo_rewards
@@ -263,7 +263,7 @@ class PolicyObjective:
 
 def run_rl(cfg: RLConfig) -> dict:
     """RL from cfg.model (see the module docstring); returns the last step's record."""
-    info, tok, model = _start(cfg)
+    info, tok, model = start_stage(cfg)
     if info.world > 1:
         raise ValueError("rl runs in one process (rollouts and updates on one device); launch it without torchrun")
     records, report = load_prompts(cfg.train_data, cfg.synth_tasks, cfg.seed)
@@ -289,7 +289,7 @@ def run_rl(cfg: RLConfig) -> dict:
         result = trainer.fit()
     if info.is_main:
         plot_rl(trainer.history, Path(cfg.out_dir) / "rl.png")
-    _finish(trainer, tok, cfg)
+    finish_stage(trainer, tok, cfg)
     return result
 
 

@@ -86,7 +86,7 @@ def _loader(cfg: TrainConfig, plan, collate, info: D.DistInfo) -> StepBatches:
     return StepBatches(plan, collate, cfg.micro_batch_size, cfg.grad_accum, info.rank, info.world)
 
 
-def _finish(trainer: Trainer, tok, cfg: TrainConfig) -> None:
+def finish_stage(trainer: Trainer, tok, cfg: TrainConfig) -> None:
     """OUT_DIR/final from the last checkpoint (rank 0): weights (LoRA merged) + tokenizer."""
     D.barrier()
     if trainer.info.is_main:
@@ -144,11 +144,11 @@ def run_pretrain(cfg: TrainConfig) -> dict:
                          info) if len(eval_w) else None
     trainer = Trainer(cfg, model, LMObjective(), train, evaluation, info)
     result = trainer.fit()
-    _finish(trainer, tok, cfg)
+    finish_stage(trainer, tok, cfg)
     return result
 
 
-def _start(cfg: TrainConfig):
+def start_stage(cfg: TrainConfig):
     """Process group, tokenizer and starting model of a fine-tuning stage."""
     info = D.init_distributed(cfg.device)
     tok = get_tokenizer(cfg)
@@ -159,7 +159,7 @@ def _start(cfg: TrainConfig):
 
 def run_sft(cfg: SFTConfig) -> dict:
     """Supervised fine-tuning on official-format conversations (assistant-only loss)."""
-    info, tok, model = _start(cfg)
+    info, tok, model = start_stage(cfg)
     examples, report = load_conversations(cfg.train_data, tok, cfg.seq_len, cfg.skip_invalid)
     if cfg.eval_data:
         held, _ = load_conversations(cfg.eval_data, tok, cfg.seq_len, cfg.skip_invalid)
@@ -179,7 +179,7 @@ def run_sft(cfg: SFTConfig) -> dict:
 
     trainer = Trainer(cfg, model, LMObjective(), loader(examples, cfg.seed), loader(held, 0) if held else None, info)
     result = trainer.fit()
-    _finish(trainer, tok, cfg)
+    finish_stage(trainer, tok, cfg)
     return result
 
 
@@ -202,7 +202,7 @@ def _preference_data(cfg: DPOConfig | RMConfig, tok, info: D.DistInfo):
 
 def run_dpo(cfg: DPOConfig) -> dict:
     """DPO on preference pairs against the starting model as reference."""
-    info, tok, model = _start(cfg)
+    info, tok, model = start_stage(cfg)
     pairs, held, train, evaluation = _preference_data(cfg, tok, info)
     objective = DPOObjective(cfg.beta)
     trainer = Trainer(cfg, model, objective, train, evaluation, info)
@@ -221,18 +221,18 @@ def run_dpo(cfg: DPOConfig) -> dict:
     elif datasets:
         objective.reference = frozen_reference(cfg, trainer.raw, info, trainer.engine)
     result = trainer.fit()
-    _finish(trainer, tok, cfg)
+    finish_stage(trainer, tok, cfg)
     return result
 
 
 def run_rm(cfg: RMConfig) -> dict:
     """A reward model: the starting model plus a scalar head, trained on preference pairs
     (Bradley-Terry); the held-out pairs' accuracy is eval_rewards/accuracy in the log."""
-    info, tok, model = _start(cfg)
+    info, tok, model = start_stage(cfg)
     _, _, train, evaluation = _preference_data(cfg, tok, info)
     trainer = Trainer(cfg, RewardModel(model), BradleyTerryObjective(), train, evaluation, info)
     result = trainer.fit()
-    _finish(trainer, tok, cfg)
+    finish_stage(trainer, tok, cfg)
     return result
 
 
