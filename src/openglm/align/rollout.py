@@ -61,9 +61,11 @@ class Rollout:
 class TurnBatcher:
     """Decodes one turn for each of ``n`` concurrent callers as one batch (see module docstring).
 
-    ``member(i).stream(...)`` blocks until every caller still running has asked for its turn (or
-    left with :meth:`leave`); rows are ordered by member index and seeded per round, so a run is
-    reproducible whatever the threads' timing.
+    ``member(i).stream(...)`` blocks until the thread running :meth:`serve` has decoded a round:
+    that happens when every caller still running has asked for its turn (or left with
+    :meth:`leave`). Rows are ordered by member index and seeded per round, so a run is
+    reproducible whatever the threads' timing; decoding stays on one thread, so its large
+    temporary tensors come from one allocator arena rather than one per agent thread.
     """
 
     def __init__(self, model, tok, sampling: Sampling, n: int, rollouts: list[Rollout]):
@@ -80,7 +82,7 @@ class TurnBatcher:
     def turn(self, i: int, ids: list[int], max_tokens: int) -> tuple[list[int], str]:
         with self.cond:
             self.pending[i] = (ids, max_tokens)
-            self._maybe_decode()
+            self.cond.notify_all()
             while i not in self.results:
                 self.cond.wait()
             out = self.results.pop(i)
@@ -91,21 +93,25 @@ class TurnBatcher:
     def leave(self) -> None:
         with self.cond:
             self.active -= 1
-            self._maybe_decode()
+            self.cond.notify_all()
 
-    def _maybe_decode(self) -> None:
-        """Called under the lock: decode when every active member is waiting."""
-        if not self.pending or len(self.pending) < self.active:
-            return
-        order = sorted(self.pending)
-        requests = [self.pending.pop(i) for i in order]
-        try:
-            outs = self._decode(requests)
-        except Exception as e:  # noqa: BLE001 - every waiting member re-raises it
-            outs = [e] * len(order)
-        self.results.update(zip(order, outs))
-        self.round += 1
-        self.cond.notify_all()
+    def serve(self) -> None:
+        """Decode rounds until every caller has left."""
+        with self.cond:
+            while True:
+                while self.active and len(self.pending) < self.active:
+                    self.cond.wait()
+                if not self.active:
+                    return
+                order = sorted(self.pending)
+                requests = [self.pending.pop(i) for i in order]
+                try:
+                    outs = self._decode(requests)
+                except Exception as e:  # noqa: BLE001 - every waiting member re-raises it
+                    outs = [e] * len(order)
+                self.results.update(zip(order, outs))
+                self.round += 1
+                self.cond.notify_all()
 
     def _decode(self, requests: list[tuple[list[int], int]]) -> list[tuple[list[int], str]]:
         seed = None if self.sampling.seed is None else self.sampling.seed * 1000003 + self.round
@@ -235,6 +241,7 @@ def collect(model, tok, records: Sequence[dict], group_size: int, sampling: Samp
         threads = [threading.Thread(target=work, args=(k, workdir), daemon=True) for k in range(len(rollouts))]
         for t in threads:
             t.start()
+        batcher.serve()
         for t in threads:
             t.join()
     if errors:
