@@ -19,7 +19,7 @@ def run(tmp_path_factory):
 
 
 def test_every_stage_finished_and_the_report_has_the_results(run):
-    for stage in ("data", "tokenizer", "pretrain", "sft", "dpo", "eval"):
+    for stage in ("data", "tokenizer", "pretrain", "sft", "dpo", "rl", "eval"):
         assert (run / stage / "DONE").exists(), stage
     report = (run / "report.md").read_text()
     assert "| **total** |" in report and "answer_with_tools" in report
@@ -27,7 +27,8 @@ def test_every_stage_finished_and_the_report_has_the_results(run):
     summary = json.loads((run / "eval" / "summary.json").read_text())
     assert summary["overall"]["tasks"] == PRESETS["tiny"].eval_tasks
     copying = json.loads((run / "eval" / "induction.json").read_text())
-    assert list(copying) == ["pretrain/drill", "pretrain", "sft/warmup", "sft", "dpo"]
+    assert list(copying) == ["pretrain/drill", "pretrain", "sft/warmup", "sft", "dpo", "rl"]
+    assert (run / "rl" / "rl.png").exists() and "| rl |" in report
     assert all(0 <= v["accuracy"] <= 1 and v["targets"] > 64 for v in copying.values())
     assert "## In-context copying (induction) after each stage" in report and "| sft/warmup |" in report
 
