@@ -55,17 +55,21 @@ def test_a_toy_reward_rises_and_kl_is_logged(tmp_path):
 
 @pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
 def test_resume_is_exact(tmp_path, algorithm):
+    """A run that lost its last checkpoint resumes from the one before and ends the same."""
+    import shutil
+
     overrides = {"algorithm": algorithm, "max_steps": 4, "save_every": 2, "ppo_epochs": 2, "prompts_per_step": 2,
                  "group_size": 3, "micro_batch_size": 3, "lr": 1e-4}
-    (tmp_path / "a").mkdir()
-    run_rl(toy_config(tmp_path / "a", **overrides))
-    (tmp_path / "b").mkdir()
-    run_rl(toy_config(tmp_path / "b", **{**overrides, "max_steps": 2}))
-    run_rl(toy_config(tmp_path / "b", **{**overrides, "resume": True}))
-    a = load_model(tmp_path / "a" / "run" / "final").state_dict()
-    b = load_model(tmp_path / "b" / "run" / "final").state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert [r["reward"] for r in log(tmp_path / "a" / "run")] == [r["reward"] for r in log(tmp_path / "b" / "run")]
+    run = tmp_path / "run"
+    run_rl(toy_config(tmp_path, **overrides))
+    whole = load_model(run / "final").state_dict()
+    rewards = [r["reward"] for r in log(run)]
+    shutil.rmtree(run / "checkpoints" / "step_00000004")
+    shutil.rmtree(run / "final")
+    run_rl(toy_config(tmp_path, **{**overrides, "resume": True}))
+    resumed = load_model(run / "final").state_dict()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert [r["reward"] for r in log(run)] == rewards
 
 
 def test_agent_rollouts_train_only_the_policys_own_tokens():
