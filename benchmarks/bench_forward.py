@@ -1,6 +1,6 @@
 """Prefill throughput (tokens/s) of openglm vs transformers' GlmForCausalLM, same weights, same run.
 
-The ~123M GLM of issue #2 (hidden 768, 12 layers, 12 heads, 2 KV heads, head_dim 64, FFN 2048,
+The ~123M benchmark GLM (hidden 768, 12 layers, 12 heads, 2 KV heads, head_dim 64, FFN 2048,
 vocab 32768), batch 1 x 512 and 8 x 128, fp32 and bf16, 2 threads.
 
 "Prefill" means what an inference engine does with a prompt: run every position and produce

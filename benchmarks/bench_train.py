@@ -1,6 +1,6 @@
 """Training throughput (tokens/s of forward + backward + AdamW step) of openglm vs transformers.
 
-The ~22M-parameter GLM of issue #5 (hidden 384, 6 layers, 6 heads, 2 KV heads, head_dim 64,
+The ~22M-parameter training benchmark GLM (hidden 384, 6 layers, 6 heads, 2 KV heads, head_dim 64,
 FFN 1024, vocab 16384, untied head), batch 8 x 512, fp32 and bf16 autocast (fp32 master
 weights and AdamW in both), same random weights, same run, 2 threads. openglm runs its
 trainer's own step (objective + AdamW as openglm.train.Trainer builds them); transformers
