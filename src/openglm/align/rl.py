@@ -141,10 +141,13 @@ class RolloutBatches:
     def prompts(self, round_: int) -> list[dict]:
         """This round's prompts: a seeded permutation per pass over the data."""
         n, k = len(self.records), self.cfg.prompts_per_step
+        orders: dict[int, np.ndarray] = {}  # one permutation per pass the round touches
         out = []
         for j in range(round_ * k, round_ * k + k):
             epoch, i = divmod(j, n)
-            out.append(self.records[int(np.random.default_rng([self.cfg.seed, epoch]).permutation(n)[i])])
+            if epoch not in orders:
+                orders[epoch] = np.random.default_rng([self.cfg.seed, epoch]).permutation(n)
+            out.append(self.records[int(orders[epoch][i])])
         return out
 
     def next(self) -> list[dict]:
